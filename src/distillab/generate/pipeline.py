@@ -1,0 +1,108 @@
+"""The distilabel pipeline: requests -> TextGeneration (teacher engine) -> ShardWriter (flush rows to disk).
+
+No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
+"""
+
+
+import os
+from pathlib import Path
+from typing import Any
+
+from distilabel.pipeline import Pipeline
+from distilabel.steps import LoadDataFromDicts, Step, StepInput
+from distilabel.steps.tasks import TextGeneration
+from pydantic import PrivateAttr
+
+from distillab.data.hardlabels import ShardStore
+from distillab.errors import EngineError
+from distillab.generate.config import GenerateConfig
+from distillab.generate.engines import build_teacher
+
+TEACHER_STEP = "teacher"
+
+
+def contract_row(item: dict[str, Any]) -> dict[str, Any] | None:
+    """A TextGeneration output row -> a hard-label row; None when the engine failed on it."""
+    if item.get("generation") is None:
+        return None
+    meta = item["distilabel_metadata"]
+    stats = meta[f"statistics_{TEACHER_STEP}"]
+    return {
+        "id": item["id"],
+        "prompt": item["instruction"],
+        # The exact messages the engine was given (system prompt included), then the teacher's turn.
+        "messages": [*meta[f"raw_input_{TEACHER_STEP}"], {"role": "assistant", "content": item["generation"]}],
+        "completion": item["generation"],
+        "finish_reason": stats["finish_reason"],
+        "prompt_tokens": stats["input_tokens"],
+        "completion_tokens": stats["output_tokens"],
+        "generation_index": item["generation_index"],
+        "reference": item.get("reference"),
+    }
+
+
+class ShardWriter(Step):
+    """Writes each finished batch as one atomic parquet shard, so a killed run loses at most a batch."""
+
+    output_dir: str
+    total: int = 0
+
+    _progress: Any = PrivateAttr(None)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "instruction", "generation"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return []
+
+    def load(self) -> None:
+        super().load()
+        from tqdm.auto import tqdm
+
+        self._progress = tqdm(total=self.total, desc="generate", unit="gen", dynamic_ncols=True)
+
+    def process(self, inputs: StepInput):  # type: ignore[override]
+        rows = [row for row in map(contract_row, inputs) if row is not None]
+        ShardStore(self.output_dir).write(rows)
+        self._progress.update(len(inputs))
+        yield [{"id": item["id"]} for item in inputs]
+
+    def unload(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        super().unload()
+
+
+def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None:
+    """Generate every request through distilabel; rows land in the shard store as batches finish."""
+    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+    output_dir = Path(config.output_dir)
+    inputs = [
+        {
+            "id": r["id"],
+            "instruction": r["prompt"],
+            "generation_index": r["generation_index"],
+            "reference": r.get("reference"),
+            **({"system_prompt": config.system_prompt} if config.system_prompt else {}),
+        }
+        for r in requests
+    ]
+    with Pipeline(name="distillab-generate", cache_dir=str(output_dir / ".distilabel")) as pipeline:
+        load = LoadDataFromDicts(name="prompts", data=inputs, batch_size=config.batch_size)
+        teacher = TextGeneration(
+            name=TEACHER_STEP,
+            llm=build_teacher(config),
+            input_batch_size=config.batch_size,
+            add_raw_input=True,
+            add_raw_output=False,
+        )
+        writer = ShardWriter(
+            name="shard_writer", output_dir=str(output_dir), total=len(inputs), input_batch_size=config.batch_size
+        )
+        load >> teacher >> writer
+    try:
+        pipeline.run(use_cache=False)
+    except RuntimeError as err:  # distilabel logs the step's own traceback above this
+        raise EngineError(f"the {config.engine} teacher engine failed ({err}); its error is logged above") from None

@@ -1,0 +1,159 @@
+"""`distillab generate`: prompts -> teacher (distilabel) -> hard-label dataset on disk (and the Hub)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Any
+
+from distillab import __version__
+from distillab.configs import save_resolved_config
+from distillab.data.cards import render_hard_label_card
+from distillab.data.hardlabels import (
+    ShardStore,
+    push_to_hub,
+    read_metadata,
+    write_card,
+    write_dataset,
+    write_metadata,
+)
+from distillab.data.stats import duplicate_count, length_stats
+from distillab.data.tokenizers import tokenizer_fingerprint
+from distillab.errors import ConfigError, DataError, EngineError
+from distillab.generate.config import GenerateConfig
+from distillab.generate.engines import check_server, engine_version
+from distillab.generate.prompts import PromptSet, build_prompt_set
+
+
+def generate(config: GenerateConfig) -> Path:
+    """Run (or resume) a generate job; returns the output folder of the finished dataset."""
+    output_dir = Path(config.output_dir)
+    previous = _prepare_output_dir(output_dir, config)
+    if previous and previous.get("complete"):
+        print(f"generate: {output_dir} is already complete ({previous['rows']} rows); nothing to do")
+        _maybe_push(config, output_dir)
+        return output_dir
+
+    tokenizer, context_length = load_teacher_tokenizer(config)
+    prompts = build_prompt_set(config, tokenizer, context_length)
+    if config.engine == "openai":
+        check_server(config.base_url)
+
+    write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None))
+    save_resolved_config(config, output_dir)
+    store = ShardStore(output_dir)
+    done = store.done_ids()
+    todo = [r for r in prompts.requests if r["id"] not in done]
+    print(f"generate: {len(prompts.requests)} generations, {len(prompts.requests) - len(todo)} already on disk")
+    if todo:
+        from distillab.generate.pipeline import run_pipeline
+
+        run_pipeline(config, todo)
+
+    rows = _collect_rows(store, prompts)
+    write_dataset(output_dir, rows)
+    metadata = _metadata(config, prompts, tokenizer, rows=rows)
+    write_card(output_dir, render_hard_label_card(metadata))
+    write_metadata(output_dir, metadata)
+    store.clear()
+    shutil.rmtree(output_dir / ".distilabel", ignore_errors=True)
+    print(f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})")
+    _maybe_push(config, output_dir)
+    return output_dir
+
+
+def _prepare_output_dir(output_dir: Path, config: GenerateConfig) -> dict[str, Any] | None:
+    """Check the folder is writable and holds nothing from a different config; return its metadata."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"output_dir {output_dir} is not writable: {err.strerror or err}") from None
+    previous = read_metadata(output_dir)
+    if previous is None or previous.get("config_fingerprint") == config.fingerprint():
+        return previous
+    if not config.overwrite:
+        raise ConfigError(
+            f"output_dir {output_dir} holds a run with a different config; "
+            "pass --overwrite to replace it or choose another --output_dir"
+        )
+    shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    return None
+
+
+def load_teacher_tokenizer(config: GenerateConfig):
+    """The teacher's tokenizer and context length (None, None for a server whose tokenizer is not loadable)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = config.tokenizer or config.model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=config.revision)
+    except (OSError, ValueError) as err:
+        if config.engine == "openai":
+            print(f"generate: warning: no local tokenizer for {source!r}; prompt lengths are not checked")
+            return None, None
+        raise EngineError(f"cannot load the teacher tokenizer from {source!r}: {str(err).splitlines()[0]}") from None
+    if tokenizer.chat_template is None:
+        raise EngineError(f"teacher tokenizer {source!r} has no chat template; use an instruct/chat model")
+    try:
+        context = getattr(AutoConfig.from_pretrained(source, revision=config.revision), "max_position_embeddings", None)
+    except (OSError, ValueError):
+        context = None
+    context = context or tokenizer.model_max_length
+    if config.max_model_len:
+        context = min(context, config.max_model_len)
+    return tokenizer, context
+
+
+def _collect_rows(store: ShardStore, prompts: PromptSet) -> list[dict[str, Any]]:
+    by_id = store.rows()
+    missing = [r for r in prompts.requests if r["id"] not in by_id]
+    if missing:
+        raise DataError(
+            f"the engine returned no generation for {len(missing)} request(s) (first: prompt row "
+            f"{missing[0]['row']}); re-run the same command to retry only those"
+        )
+    return [by_id[r["id"]] for r in prompts.requests]
+
+
+def _metadata(config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[dict[str, Any]] | None) -> dict:
+    metadata: dict[str, Any] = {
+        "kind": "hard_labels",
+        "complete": rows is not None,
+        "distillab_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_fingerprint": config.fingerprint(),
+        "teacher": {"model": config.model, "revision": config.revision},
+        "engine": {"name": config.engine, "version": engine_version(config.engine)},
+        "generation": {**config.sampling_params(), "num_generations": config.num_generations,
+                       "system_prompt": config.system_prompt},
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+        "prompts": {
+            "source": prompts.source,
+            "used": len(prompts.requests) // config.num_generations,
+            "invalid_dropped": len(prompts.invalid),
+            "invalid_examples": prompts.invalid[:5],
+            "duplicates_dropped": prompts.duplicates_dropped,
+        },
+        "rows": len(rows) if rows is not None else 0,
+    }
+    if rows is not None:
+        lengths = [r["completion_tokens"] for r in rows]
+        metadata.update(
+            truncation_rate=sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
+            finish_reasons={reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")},
+            prompt_tokens=length_stats([r["prompt_tokens"] for r in rows]),
+            completion_tokens=length_stats(lengths),
+            duplicate_completions=duplicate_count([r["completion"] for r in rows]),
+        )
+    return metadata
+
+
+def _maybe_push(config: GenerateConfig, output_dir: Path) -> None:
+    if config.push_to_hub:
+        url = push_to_hub(output_dir, config.push_to_hub, private=config.private)
+        print(f"generate: pushed to {url}")

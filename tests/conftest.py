@@ -1,0 +1,33 @@
+"""Session fixtures: offline tokenizer + tiny Llama models, built once per test session in a tmp dir."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from tests import tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tokenizer")
+    tiny.build_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, tokenizer_dir):
+    """~1M-parameter Llama teacher (HF folder path)."""
+    return tiny.build_llama(tmp_path_factory.mktemp("tiny-1m"), tokenizer_dir, "tiny-1m")
+
+
+@pytest.fixture(scope="session")
+def small_teacher(tmp_path_factory, tokenizer_dir):
+    """~10M-parameter Llama teacher (HF folder path)."""
+    return tiny.build_llama(tmp_path_factory.mktemp("tiny-10m"), tokenizer_dir, "tiny-10m")
