@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,11 @@ SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one-line ConfigErrors (exit 2 through `exit_on_user_error`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read "-3e11" as a (bad) value rather than an unknown option, as Python >= 3.13's argparse does.
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         raise ConfigError(f"{self.prog}: {message}")

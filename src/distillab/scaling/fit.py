@@ -133,8 +133,9 @@ def _distillation_predict(theta: np.ndarray, data: FitData) -> tuple[np.ndarray,
     s, ds = _power_term_jacobian((log_a, log_b, alpha, beta), data, gamma)
     x = lt - data.log_supervised - log_d1
     gap = scaled_softplus(x, f1)
-    ratio = x / f1
-    d_gap_d_f1 = np.logaddexp(0.0, ratio) - ratio * expit(ratio)
+    with np.errstate(divide="ignore", invalid="ignore"):  # f1 = 0 (a grid value): ratio = +-inf, limits below
+        ratio = x / f1
+        d_gap_d_f1 = np.where(np.isfinite(ratio), np.logaddexp(0.0, ratio) - ratio * expit(ratio), 0.0)
     z = -c0 * lt - c1 * gap + gamma * s
     y = np.logaddexp(lt, z)
     share_z = np.exp(z - y)
