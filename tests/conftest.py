@@ -31,3 +31,17 @@ def tiny_teacher(tmp_path_factory, tokenizer_dir):
 def small_teacher(tmp_path_factory, tokenizer_dir):
     """~10M-parameter Llama teacher (HF folder path)."""
     return tiny.build_llama(tmp_path_factory.mktemp("tiny-10m"), tokenizer_dir, "tiny-10m")
+
+
+@pytest.fixture(scope="session")
+def hard_label_dir(tmp_path_factory, tiny_teacher):
+    """A finished hard-label dataset: the tiny teacher's greedy completions on 48 offline arithmetic prompts."""
+    from distillab.generate.config import GenerateConfig
+    from distillab.generate.run import generate
+
+    output_dir = tmp_path_factory.mktemp("hard-labels")
+    config = GenerateConfig(
+        model=str(tiny_teacher), engine="transformers", generator="basic_arithmetic", num_prompts=48,
+        max_new_tokens=24, batch_size=16, output_dir=str(output_dir),
+    )
+    return generate(config)
