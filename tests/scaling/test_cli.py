@@ -14,8 +14,7 @@ from distillab.scaling.cli import main
 from distillab.scaling.flops import exact_flops_per_token, forward_flops_per_token
 from distillab.scaling.laws import BUSBRIDGE2025, distillation_loss, load_coefficients, supervised_loss
 from distillab.scaling.plan import compute_optimal_plan, crossover_tokens
-from distillab.scaling.runs import save_runs
-from tests.scaling.synthetic import distillation_runs, supervised_runs
+from distillab.scaling.runs import save_runs, synthetic_runs
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -144,7 +143,7 @@ def test_plan_among_existing_teachers(capsys):
 
 
 def test_fit_writes_a_loadable_coefficient_set(capsys, tmp_path):
-    runs = supervised_runs(30, seed=20)
+    runs = synthetic_runs(30, "supervised", seed=20)
     save_runs(runs, tmp_path / "runs.csv")
     out = run_json(
         capsys, "fit", str(tmp_path / "runs.csv"), "--starts", "8", "--out", str(tmp_path / "fit.yaml")
@@ -172,7 +171,7 @@ def test_fit_writes_a_loadable_coefficient_set(capsys, tmp_path):
 
 
 def test_fit_distillation_jsonl_human_output(capsys, tmp_path):
-    save_runs(distillation_runs(40, seed=21), tmp_path / "runs.jsonl")
+    save_runs(synthetic_runs(40, seed=21), tmp_path / "runs.jsonl")
     main(["fit", str(tmp_path / "runs.jsonl"), "--kind", "distillation", "--starts", "4", "--bootstrap", "3"])
     out = capsys.readouterr().out
     assert "fitted: distillation" in out and "c0" in out and "distillation_relative_error" in out
@@ -246,6 +245,7 @@ PREDICT = ["predict", "--student-params", "1e9", "--student-tokens", "2e10"]
         (["plan", "--student-params", "1e9", "--compute", "1e12"], "compute 1e+12 FLOPs is below"),
         (["flops"], "give --params N or --config PATH"),
         (["predict-all"], "invalid choice: 'predict-all'"),
+        (["fit", "runs.csv", "--workers", "0"], "argument --workers: must be an integer >= 1, got '0'"),
     ],
 )
 def test_bad_input_is_a_one_line_error(argv, message):

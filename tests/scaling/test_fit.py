@@ -28,8 +28,7 @@ from distillab.scaling.laws import (
     supervised_log_loss,
     supervised_loss,
 )
-from distillab.scaling.runs import Runs
-from tests.scaling.synthetic import distillation_runs, supervised_runs
+from distillab.scaling.runs import Runs, synthetic_runs
 
 COEFS = BUSBRIDGE2025
 TRUE_SUPERVISED_THETA = np.array([np.log(1.22), np.log(3355.0), np.log(18186.0), 0.408, 0.431, 0.452])
@@ -40,12 +39,12 @@ TRUE_DISTILLATION_THETA = np.array(
 
 @pytest.fixture(scope="module")
 def supervised_data():
-    return FitData.from_runs(supervised_runs(50, seed=1, noise=0.02))
+    return FitData.from_runs(synthetic_runs(50, "supervised", seed=1, noise=0.02))
 
 
 @pytest.fixture(scope="module")
 def distillation_data():
-    return FitData.from_runs(distillation_runs(50, seed=2, noise=0.02), COEFS.supervised)
+    return FitData.from_runs(synthetic_runs(50, seed=2, noise=0.02), COEFS.supervised)
 
 
 def test_huber_is_the_textbook_piecewise_function():
@@ -118,8 +117,8 @@ def _relative_errors(predicted, truth):
 
 
 def test_noise_free_supervised_runs_are_recovered():
-    fit = fit_supervised(supervised_runs(40, seed=3), n_starts=32)
-    probe = supervised_runs(500, seed=4)
+    fit = fit_supervised(synthetic_runs(40, "supervised", seed=3), n_starts=32)
+    probe = synthetic_runs(500, "supervised", seed=4)
     errors = _relative_errors(
         supervised_loss(probe.student_params, probe.student_tokens, fit.coefficients), probe.loss
     )
@@ -128,9 +127,9 @@ def test_noise_free_supervised_runs_are_recovered():
 
 
 def test_noise_free_distillation_runs_are_recovered():
-    fit = fit_distillation(distillation_runs(80, seed=5), COEFS.supervised, n_starts=32)
+    fit = fit_distillation(synthetic_runs(80, seed=5), COEFS.supervised, n_starts=32)
     recovered = dataclasses.replace(COEFS, distillation=fit.coefficients)
-    probe = distillation_runs(1000, seed=6)
+    probe = synthetic_runs(1000, seed=6)
     predicted = distillation_loss(probe.student_params, probe.student_tokens, probe.teacher_loss, recovered)
     assert fit.relative_error < 1e-4
     assert _relative_errors(predicted, probe.loss).max() < 1e-3
@@ -139,7 +138,7 @@ def test_noise_free_distillation_runs_are_recovered():
 
 def test_noisy_supervised_intervals_cover_the_truth():
     fit = fit_supervised(
-        supervised_runs(80, seed=0, noise=0.005), n_starts=32, bootstrap=100, confidence=0.95
+        synthetic_runs(80, "supervised", seed=0, noise=0.005), n_starts=32, bootstrap=100, confidence=0.95
     )
     truth = dataclasses.asdict(COEFS.supervised)
     assert set(fit.intervals) == {f"supervised.{name}" for name in truth}
@@ -154,13 +153,13 @@ def test_noisy_distillation_prediction_intervals_cover_the_truth():
     """The distillation coefficients are weakly identified (paper: c1 at a bound), so check the predictions:
     their bootstrap intervals hold the noise-free law at most held-out points and miss it by little."""
     fit = fit_distillation(
-        distillation_runs(150, seed=0, noise=0.005),
+        synthetic_runs(150, seed=0, noise=0.005),
         COEFS.supervised,
         n_starts=32,
         bootstrap=50,
         confidence=0.95,
     )
-    probe = distillation_runs(200, seed=7)
+    probe = synthetic_runs(200, seed=7)
     low, high = fit.prediction_interval(FitData.from_runs(probe, COEFS.supervised))
     covered = (low <= probe.loss) & (probe.loss <= high)
     assert covered.mean() > 0.75
@@ -168,7 +167,7 @@ def test_noisy_distillation_prediction_intervals_cover_the_truth():
 
 
 def test_workers_give_the_same_fit():
-    runs = supervised_runs(30, seed=8, noise=0.01)
+    runs = synthetic_runs(30, "supervised", seed=8, noise=0.01)
     one = fit_supervised(runs, n_starts=8)
     two = fit_supervised(runs, n_starts=8, workers=2)
     np.testing.assert_allclose(one.theta, two.theta, rtol=1e-10)
@@ -176,11 +175,11 @@ def test_workers_give_the_same_fit():
 
 def test_too_few_runs():
     with pytest.raises(DataError, match="supervised law needs more than 6 runs, got 5"):
-        fit_supervised(supervised_runs(5, seed=0))
+        fit_supervised(synthetic_runs(5, "supervised", seed=0))
 
 
 def _mixed_runs() -> Runs:
-    supervised, distilled = supervised_runs(40, seed=9), distillation_runs(60, seed=10)
+    supervised, distilled = synthetic_runs(40, "supervised", seed=9), synthetic_runs(60, seed=10)
     return Runs(
         *(
             np.concatenate([getattr(supervised, f), getattr(distilled, f)])
@@ -190,8 +189,8 @@ def _mixed_runs() -> Runs:
 
 
 def test_kind_is_resolved_from_the_teacher_column():
-    assert resolve_kind("auto", supervised_runs(10, seed=0)) == "supervised"
-    assert resolve_kind("auto", distillation_runs(10, seed=0)) == "distillation"
+    assert resolve_kind("auto", synthetic_runs(10, "supervised", seed=0)) == "supervised"
+    assert resolve_kind("auto", synthetic_runs(10, seed=0)) == "distillation"
     assert resolve_kind("auto", _mixed_runs()) == "both"
     with pytest.raises(DataError, match="unknown fit kind 'teacher'"):
         resolve_kind("teacher", _mixed_runs())
@@ -206,7 +205,7 @@ def test_fit_both_laws_from_mixed_runs():
     # Held out: the largest students, predicted by extrapolation.
     assert set(report.held_out_relative_error) == {"supervised", "distillation"}
     assert max(report.held_out_relative_error.values()) < 1e-3
-    probe = distillation_runs(300, seed=11)
+    probe = synthetic_runs(300, seed=11)
     predicted = distillation_loss(
         probe.student_params, probe.student_tokens, probe.teacher_loss, coefficients
     )
@@ -214,15 +213,15 @@ def test_fit_both_laws_from_mixed_runs():
 
 
 def test_supervised_only_fit_keeps_the_base_distillation_law():
-    report = fit_coefficients(supervised_runs(30, seed=12), "supervised", n_starts=8)
+    report = fit_coefficients(synthetic_runs(30, "supervised", seed=12), "supervised", n_starts=8)
     assert report.coefficients.distillation == COEFS.distillation
     assert report.coefficients.metadata["base"] == "busbridge2025"
     with pytest.raises(DataError, match="runs: no distilled runs"):
-        fit_coefficients(supervised_runs(30, seed=12), "distillation")
+        fit_coefficients(synthetic_runs(30, "supervised", seed=12), "distillation")
 
 
 def test_fit_law_rejects_nothing_silently():
-    data = FitData.from_runs(supervised_runs(20, seed=13))
+    data = FitData.from_runs(synthetic_runs(20, "supervised", seed=13))
     fit = fit_law(SUPERVISED, data, n_starts=4, n_polish=2)
     assert fit.optimized_starts == 4 and fit.bootstrap_thetas is None and fit.intervals == {}
     with pytest.raises(ValueError, match="bootstrap > 0"):

@@ -193,3 +193,13 @@ def test_coefficient_file_with_a_non_number(tmp_path):
     path.write_text(path.read_text().replace("E: 1.22", "E: lots"))
     with pytest.raises(ConfigError, match=r"supervised\.E must be a number, got 'lots'"):
         load_coefficients(path)
+
+
+def test_coefficient_file_with_malformed_intervals(tmp_path):
+    path = tmp_path / "bad.json"
+    save_coefficients(COEFS, path)
+    data = json.loads(path.read_text())
+    data["intervals"]["supervised.E"] = [1.0]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="intervals must map names to"):
+        load_coefficients(path)

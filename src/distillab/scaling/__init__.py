@@ -43,7 +43,7 @@ from distillab.scaling.plan import (
     crossover_tokens,
     optimal_teacher_loss,
 )
-from distillab.scaling.runs import Runs, load_runs, save_runs
+from distillab.scaling.runs import Runs, load_runs, save_runs, synthetic_runs
 
 __all__ = [
     "BUSBRIDGE2025",
@@ -81,4 +81,5 @@ __all__ = [
     "save_coefficients",
     "save_runs",
     "supervised_loss",
+    "synthetic_runs",
 ]

@@ -24,7 +24,6 @@ from distillab.scaling.flops import (
     PAPER_RHO,
     SCENARIOS,
     approx_2n_flops_per_token,
-    forward_flops_per_token,
     model_forward_flops,
 )
 from distillab.scaling.laws import (
@@ -74,6 +73,21 @@ def fraction(text: str) -> float:
     return value
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     """Register `--name-with-dashes` and `--name_with_underscores` for one option."""
     spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])
@@ -120,13 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    predict = commands.add_parser("predict", help="student loss for a student, its tokens and a teacher")
+    predict = commands.add_parser(
+        "predict",
+        help="student loss for a student, its tokens and a teacher",
+        description="Student loss for a student, its tokens and a teacher.",
+    )
     _number(predict, "student_params", "student non-embedding parameters N_S", required=True)
     _number(predict, "student_tokens", "tokens the student is distilled on D_S", required=True)
     _teacher_flags(predict)
     _common(predict)
 
-    flops = commands.add_parser("flops", help="forward FLOPs per token of a model")
+    flops = commands.add_parser(
+        "flops", help="forward FLOPs per token of a model", description="Forward FLOPs per token of a model."
+    )
     _number(flops, "params", "non-embedding parameters N")
     _flag(
         flops, "config", metavar="PATH", help="a Hugging Face config.json (or its model folder): exact count"
@@ -146,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     _number(flops, "tokens", "also report the training FLOPs 3 F(N) D on this many tokens")
     _common(flops, coefficients=False)
 
-    plan = commands.add_parser("plan", help="compute-optimal student tokens and teacher for a budget")
+    plan = commands.add_parser(
+        "plan",
+        help="compute-optimal student tokens and teacher for a budget",
+        description="Compute-optimal student tokens and teacher for a budget.",
+    )
     _number(plan, "student_params", "student non-embedding parameters N_S", required=True)
     _number(plan, "compute", "total budget C in FLOPs", required=True)
     _flag(
@@ -182,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         fit,
         "bootstrap",
-        type=int,
+        type=at_least(0),
         default=0,
         metavar="B",
         help="bootstrap resamples for intervals (default 0)",
@@ -196,15 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="hold out this fraction of runs with the largest students and report their prediction error",
     )
-    _flag(fit, "starts", type=int, default=256, help="L-BFGS-B starts kept from the grid (default 256)")
-    _flag(fit, "workers", type=int, default=1, help="processes for L-BFGS-B and the bootstrap (default 1)")
+    _flag(
+        fit, "starts", type=at_least(1), default=256, help="L-BFGS-B starts kept from the grid (default 256)"
+    )
+    _flag(
+        fit,
+        "workers",
+        type=at_least(1),
+        default=1,
+        help="processes for L-BFGS-B and the bootstrap (default 1)",
+    )
     _flag(
         fit, "out", metavar="FILE", help="write the fitted coefficient set (.json/.yaml), for --coefficients"
     )
     _flag(fit, "name", help="name of the fitted set (default: fit-<runs file stem>)")
     _common(fit)
 
-    plot = commands.add_parser("plot", help="PNG figures of the laws")
+    plot = commands.add_parser("plot", help="PNG figures of the laws", description="PNG figures of the laws.")
     _flag(plot, "out_dir", default="scaling_plots", metavar="DIR", help="where to write the PNGs")
     _number(plot, "teacher_params", "teacher of the map and IsoFLOP plots (default 1e10)", default=1e10)
     _number(plot, "teacher_tokens", "its training tokens (default 2e11)", default=2e11)
@@ -300,21 +332,19 @@ def _read_config(path: str) -> dict[str, Any]:
 
 def run_flops(args) -> dict[str, Any]:
     config = _read_config(args.config) if args.config else None
-    method = args.method or ("exact" if config else "paper_fixed_aspect")
     if config is None and args.params is None:
         raise ConfigError("give --params N or --config PATH")
-    if config is None and method == "exact":
-        raise ConfigError("--method exact needs --config (a Hugging Face config.json)")
-    if config is None and method == "paper_fixed_aspect":
-        n_ctx, n_vocab = args.n_ctx or PAPER_N_CTX, args.n_vocab or PAPER_N_VOCAB
-        per_token = float(
-            forward_flops_per_token(args.params, rho=args.rho, omega=args.omega, n_ctx=n_ctx, n_vocab=n_vocab)
-        )
-        result = {"params": args.params, "method": method, "forward_flops_per_token": per_token}
-    else:
-        n_ctx = None if args.n_ctx is None else int(args.n_ctx)
-        result = model_forward_flops(config, params=args.params, method=method, n_ctx=n_ctx).to_dict()
-        result["forward_flops_per_token"] = result.pop("per_token")
+    method = args.method or ("exact" if config else "paper_fixed_aspect")
+    result = model_forward_flops(
+        config,
+        params=args.params,
+        method=method,
+        n_ctx=args.n_ctx and int(args.n_ctx),
+        n_vocab=args.n_vocab and int(args.n_vocab),
+        rho=args.rho,
+        omega=args.omega,
+    ).to_dict()
+    result["forward_flops_per_token"] = result.pop("per_token")
     result["approx_2n_flops_per_token"] = float(approx_2n_flops_per_token(result["params"]))
     result["train_flops_per_token"] = 3.0 * result["forward_flops_per_token"]
     if args.tokens:
@@ -358,11 +388,6 @@ def run_fit(args) -> dict[str, Any]:
     from distillab.scaling.runs import load_runs
 
     runs = load_runs(args.runs)
-    for name in ("bootstrap", "starts", "workers"):
-        if getattr(args, name) < (0 if name == "bootstrap" else 1):
-            raise ConfigError(
-                f"--{name} must be {'>= 0' if name == 'bootstrap' else '>= 1'}, got {getattr(args, name)}"
-            )
     report = fit_coefficients(
         runs,
         args.kind,

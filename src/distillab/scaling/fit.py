@@ -83,12 +83,12 @@ def _power_term_jacobian(theta_ab, data: FitData, gamma: float) -> tuple[np.ndar
     return s, gamma * np.stack([share_a, share_b, -share_a * data.log_n, -share_b * data.log_d])
 
 
-# --- the supervised law: theta = (log E, log A, log B, alpha, beta, gamma) ---------------------------------
-
-
 def _product_rows(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """Every (outer row, inner row) pair as one row, outer-major: the order of a nested loop."""
     return np.hstack([np.repeat(outer, len(inner), axis=0), np.tile(inner, (len(outer), 1))])
+
+
+# --- the supervised law: theta = (log E, log A, log B, alpha, beta, gamma) ---------------------------------
 
 
 def _supervised_predict(theta: np.ndarray, data: FitData) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +106,7 @@ def _supervised_grid(data: FitData, grid) -> tuple[np.ndarray, np.ndarray]:
     log_power = np.stack([log_power_term(data.log_n, data.log_d, *p) for p in power])  # (P, n)
     outer = list(itertools.product(log_e_values, gamma_values))
     objective = [
-        _mean_huber(np.logaddexp(log_e, gamma * log_power) - data.log_loss) for log_e, gamma in outer
+        _scaled_huber_sum(np.logaddexp(log_e, gamma * log_power) - data.log_loss) for log_e, gamma in outer
     ]
     thetas = _product_rows(np.array(outer), np.array(power))[:, [0, 2, 3, 4, 5, 1]]
     return np.concatenate(objective), thetas
@@ -161,7 +161,7 @@ def _distillation_grid(data: FitData, grid) -> tuple[np.ndarray, np.ndarray]:
     objective = np.empty((len(students), len(gaps)))
     for i, (log_a, log_b, alpha, beta, gamma) in enumerate(students):
         student = gamma * log_power_term(data.log_n, data.log_d, log_a, log_b, alpha, beta)
-        objective[i] = _mean_huber(_softplus(student.astype(np.float32) - gap_terms) + offset)
+        objective[i] = _scaled_huber_sum(_softplus(student.astype(np.float32) - gap_terms) + offset)
     return objective.ravel(), _product_rows(np.array(students), np.array(gaps))
 
 
@@ -242,21 +242,18 @@ LAWS = {spec.kind: spec for spec in (SUPERVISED, DISTILLATION)}
 # --- the objective and the optimiser ------------------------------------------------------------------------
 
 
-def _mean_huber(residual: np.ndarray) -> np.ndarray:
-    """Sum of Huber over the last axis (the runs), divided by n * delta."""
-    return huber(residual, residual.dtype.type(HUBER_DELTA)).sum(axis=-1, dtype=np.float64) / (
-        residual.shape[-1] * HUBER_DELTA
-    )
+def _scaled_huber_sum(residual: np.ndarray) -> np.ndarray:
+    """The objective: sum of Huber over the last axis (the runs), divided by n * delta."""
+    delta = residual.dtype.type(HUBER_DELTA)
+    return huber(residual, delta).sum(axis=-1, dtype=np.float64) / (residual.shape[-1] * HUBER_DELTA)
 
 
 def objective_and_gradient(theta: np.ndarray, spec: LawSpec, data: FitData) -> tuple[float, np.ndarray]:
-    """The scaled Huber objective of one theta and its analytic gradient."""
+    """The objective at one theta and its analytic gradient."""
     prediction, jacobian = spec.predict(np.asarray(theta, dtype=float), data)
     residual = prediction - data.log_loss
-    scale = residual.size * HUBER_DELTA
-    return float(huber(residual).sum() / scale), jacobian @ np.clip(
-        residual, -HUBER_DELTA, HUBER_DELTA
-    ) / scale
+    gradient = jacobian @ np.clip(residual, -HUBER_DELTA, HUBER_DELTA) / (residual.size * HUBER_DELTA)
+    return float(_scaled_huber_sum(residual)), gradient
 
 
 def _lbfgsb(spec_kind: str, data: FitData, start: np.ndarray, maxiter: int) -> tuple[float, np.ndarray]:

@@ -190,10 +190,15 @@ def model_forward_flops(
     params: float | None = None,
     method: FlopsMethod = "exact",
     n_ctx: int | None = None,
+    n_vocab: int | None = None,
+    rho: float = PAPER_RHO,
+    omega: float = PAPER_OMEGA,
 ) -> ForwardFlops:
-    """Forward FLOPs per token of a model by `method`: "exact" (needs a config), "approx_2n" or
-    "paper_fixed_aspect" (need N: `params`, or counted from the config; the latter takes n_ctx and the vocab
-    size from the config when given)."""
+    """Forward FLOPs per token of a model by `method`, recorded with it.
+
+    "exact" needs a config; "approx_2n" and "paper_fixed_aspect" need N (`params`, else counted from the
+    config). n_ctx and n_vocab default to the config's, else the paper's (4096, 32768).
+    """
     if method not in FLOPS_METHODS:
         raise ConfigError(f"unknown FLOPs method {method!r}; choose from {', '.join(FLOPS_METHODS)}")
     if config is None and (method == "exact" or params is None):
@@ -204,12 +209,11 @@ def model_forward_flops(
         per_token = exact_flops_per_token(config, n_ctx)
     elif method == "approx_2n":
         per_token = float(approx_2n_flops_per_token(n))
-    elif config is None:
-        per_token = float(forward_flops_per_token(n, n_ctx=n_ctx or PAPER_N_CTX))
     else:
-        shape = transformer_shape(config)
-        context = n_ctx or shape.max_position_embeddings or PAPER_N_CTX
-        per_token = float(forward_flops_per_token(n, n_ctx=context, n_vocab=shape.vocab_size))
+        shape = transformer_shape(config) if config is not None else None
+        n_ctx = n_ctx or (shape and shape.max_position_embeddings) or PAPER_N_CTX
+        n_vocab = n_vocab or (shape and shape.vocab_size) or PAPER_N_VOCAB
+        per_token = float(forward_flops_per_token(n, rho=rho, omega=omega, n_ctx=n_ctx, n_vocab=n_vocab))
     return ForwardFlops(per_token=per_token, method=method, params=n)
 
 

@@ -238,7 +238,12 @@ def coefficients_from_dict(data: Mapping[str, Any], source: str = "coefficients"
     """Build a CoefficientSet from the dict layout written by `coefficients_to_dict`."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a coefficient set must be a mapping, got {type(data).__name__}")
-    intervals = {key: (float(lo), float(hi)) for key, (lo, hi) in dict(data.get("intervals") or {}).items()}
+    try:
+        intervals = {
+            key: (float(lo), float(hi)) for key, (lo, hi) in dict(data.get("intervals") or {}).items()
+        }
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: intervals must map names to [low, high] pairs of numbers") from None
     return CoefficientSet(
         name=str(data.get("name") or source),
         supervised=_section(data, "supervised", SupervisedCoefficients, source),

@@ -106,8 +106,8 @@ def plot_isoflops(
     budgets: Sequence[float] = DEFAULT_BUDGETS,
 ) -> Path:
     """Student loss against N_S at fixed compute, distilled from a fixed teacher (solid, `scenario` decides
-    which teacher costs count) and supervised (dashed); dots mark each profile's minimum. Profiles stop where
-    a student would see fewer tokens than it has parameters, far outside the regime the laws were fitted in."""
+    which teacher costs count) and supervised (dashed); dots mark each profile's minimum. Profiles stop
+    where a student would see fewer tokens than it has parameters, far outside the laws' fitted regime."""
     scenario_ = get_scenario(scenario)
     teacher_loss = supervised_loss(teacher_params, teacher_tokens, coefficients.supervised)
     sizes = np.geomspace(1e7, 1e11, 300)
@@ -117,9 +117,13 @@ def plot_isoflops(
         supervised_tokens = budget / (3.0 * forward_flops_per_token(sizes))
         tokens = student_tokens_for_budget(budget, sizes, teacher_params, teacher_tokens, scenario_)
         curves = {
-            "-": np.where(tokens >= sizes, distillation_loss(sizes, tokens, teacher_loss, coefficients), np.nan),
+            "-": np.where(
+                tokens >= sizes, distillation_loss(sizes, tokens, teacher_loss, coefficients), np.nan
+            ),
             "--": np.where(
-                supervised_tokens >= sizes, supervised_loss(sizes, supervised_tokens, coefficients.supervised), np.nan
+                supervised_tokens >= sizes,
+                supervised_loss(sizes, supervised_tokens, coefficients.supervised),
+                np.nan,
             ),
         }
         for style, curve in curves.items():

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from distillab.errors import DataError
+from distillab.scaling.laws import BUSBRIDGE2025, CoefficientSet, distillation_loss, supervised_loss
 
 REQUIRED_COLUMNS = ("student_params", "student_tokens", "loss")
 TEACHER_COLUMN = "teacher_loss"
@@ -135,3 +136,28 @@ def save_runs(runs: Runs, path: str | Path) -> Path:
             writer.writeheader()
             writer.writerows({k: ("" if v is None else repr(v)) for k, v in r.items()} for r in records)
     return path
+
+
+def synthetic_runs(
+    n: int,
+    kind: str = "distillation",
+    coefficients: CoefficientSet = BUSBRIDGE2025,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Runs:
+    """Runs drawn from known coefficients, for tests and benchmarks of the fitter.
+
+    Supervised: N in [3e7, 3e10], D in [1e9, 3e12]. Distillation: students of 1e8..3e10 parameters on
+    1e9..1e12 tokens, teachers of 1e8..3e11 parameters trained on 1e10..3e12 tokens (L_T from the supervised
+    law), so both weak and strong teachers occur. Losses get multiplicative log-normal `noise`.
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "supervised":
+        params, tokens = 10 ** rng.uniform(7.5, 10.5, n), 10 ** rng.uniform(9, 12.5, n)
+        loss, teacher = supervised_loss(params, tokens, coefficients.supervised), None
+    else:
+        params, tokens = 10 ** rng.uniform(8, 10.5, n), 10 ** rng.uniform(9, 12, n)
+        teacher_params, teacher_tokens = 10 ** rng.uniform(8, 11.5, n), 10 ** rng.uniform(10, 12.5, n)
+        teacher = supervised_loss(teacher_params, teacher_tokens, coefficients.supervised)
+        loss = distillation_loss(params, tokens, teacher, coefficients)
+    return Runs.from_arrays(params, tokens, loss * np.exp(noise * rng.standard_normal(n)), teacher)
