@@ -165,3 +165,18 @@ def test_plan_rejects_unknown_scenario_and_coefficients():
         compute_optimal_plan(1e9, 1e21, "free")
     with pytest.raises(ConfigError, match="unknown coefficient set 'kaplan'"):
         compute_optimal_plan(1e9, 1e21, "best", "kaplan")
+
+
+def test_best_case_when_the_best_teacher_is_beyond_the_bounds():
+    """A 1e11-parameter student wants a teacher stronger than any within [1e6, 1e17]: take the strongest."""
+    plan = compute_optimal_plan(1e11, 1e22, "best")
+    assert (plan.teacher_params, plan.teacher_tokens) == (1e17, 1e17)
+    tokens = plan.student_tokens
+    reachable = np.linspace(plan.teacher_loss, 4.0, 2000)
+    assert plan.student_loss <= distillation_loss(1e11, tokens, reachable, COEFS).min() + 1e-12
+
+
+@pytest.mark.parametrize("scenario", PAID_SCENARIOS)
+def test_plan_for_a_small_budget_and_a_large_student(scenario):
+    plan = compute_optimal_plan(1e10, 1e19, scenario)
+    assert plan.student_loss <= brute_force_student_loss(1e10, 1e19, scenario) + 1e-6

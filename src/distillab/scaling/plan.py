@@ -148,6 +148,10 @@ def cheapest_teacher(
         constraints=[{"type": "eq", "fun": reaches}],
         options={"ftol": 1e-12, "maxiter": 500},
     )
+    if not (result.success and abs(reaches(result.x)) < 1e-8):
+        raise ConfigError(
+            f"could not find the cheapest teacher with loss {teacher_loss:.4g}: {result.message}"
+        )
     return 10 ** result.x[0], 10 ** result.x[1]
 
 
@@ -156,7 +160,11 @@ def _best_case_plan(student_params, compute, coefficients, flops_per_token) -> P
     scenario = get_scenario("best")
     student_tokens = compute / (3.0 * float(flops_per_token(student_params)))
     teacher_loss = optimal_teacher_loss(student_params, student_tokens, coefficients)
-    teacher_params, teacher_tokens = cheapest_teacher(teacher_loss, coefficients, flops_per_token)
+    strongest = float(supervised_loss(PAPER_BOUNDS[1], PAPER_BOUNDS[1], coefficients.supervised))
+    if teacher_loss <= strongest:  # the best teacher lies beyond the bounds: L_S is unimodal in L_T
+        teacher_loss, teacher_params, teacher_tokens = strongest, PAPER_BOUNDS[1], PAPER_BOUNDS[1]
+    else:
+        teacher_params, teacher_tokens = cheapest_teacher(teacher_loss, coefficients, flops_per_token)
     return _make_plan(
         scenario,
         compute,
@@ -168,6 +176,31 @@ def _best_case_plan(student_params, compute, coefficients, flops_per_token) -> P
         flops_per_token,
         teacher_loss=teacher_loss,
     )
+
+
+def _feasible_starts(student_params, compute, scenario: Scenario, flops_per_token) -> list[list[float]]:
+    """(log10 D_S, log10 N_T, log10 D_T) starting points inside the bounds that spend exactly `compute`:
+    teachers of 0.3x..30x the student, pretrained with 10%..70% of the budget (or on 1e11..1e15 tokens when
+    pretraining is free), D_S taking what is left."""
+    low, high = PAPER_BOUNDS
+    starts = []
+    for ratio, share in itertools.product((0.3, 3.0, 30.0), (0.1, 0.4, 0.7)):
+        teacher_params = min(max(ratio * student_params, low), high)
+        if scenario.delta_pretraining:
+            teacher_tokens = share * compute / (3.0 * float(flops_per_token(teacher_params)))
+        else:
+            teacher_tokens = 10 ** (11 + 4 * share)
+        teacher_tokens = min(max(teacher_tokens, low), high)
+        student_tokens = float(
+            student_tokens_for_budget(
+                compute, student_params, teacher_params, teacher_tokens, scenario, flops_per_token
+            )
+        )
+        if low <= student_tokens <= high:  # False for NaN: the teacher alone exceeds the budget
+            starts.append(
+                [math.log10(student_tokens), math.log10(teacher_params), math.log10(teacher_tokens)]
+            )
+    return starts
 
 
 def _slsqp_plan(student_params, compute, scenario: Scenario, coefficients, flops_per_token) -> Plan:
@@ -185,13 +218,7 @@ def _slsqp_plan(student_params, compute, scenario: Scenario, coefficients, flops
         return float(np.log(flops)) - log_compute
 
     results = []
-    for log_teacher_params, log_teacher_tokens in itertools.product((8.0, 9.5, 11.0), (10.0, 11.5, 13.0)):
-        student_tokens = student_tokens_for_budget(
-            compute, student_params, 10**log_teacher_params, 10**log_teacher_tokens, scenario, flops_per_token
-        )
-        if not student_tokens >= PAPER_BOUNDS[0]:  # infeasible (NaN) or below the bounds
-            continue
-        start = [min(math.log10(student_tokens), bounds[0][1]), log_teacher_params, log_teacher_tokens]
+    for start in _feasible_starts(student_params, compute, scenario, flops_per_token):
         result = minimize(
             objective,
             start,
@@ -204,9 +231,8 @@ def _slsqp_plan(student_params, compute, scenario: Scenario, coefficients, flops
             results.append(result)
     if not results:
         raise ConfigError(
-            f"compute {compute:.3g} FLOPs is too small to train a teacher and a "
-            f"{student_params:.3g}-parameter "
-            f"student within the bounds {PAPER_BOUNDS} (scenario {scenario.name})"
+            f"found no plan for a {student_params:.3g}-parameter student with {compute:.3g} FLOPs within "
+            f"the bounds {PAPER_BOUNDS} (scenario {scenario.name})"
         )
     x = min(results, key=lambda r: r.fun).x
     return _make_plan(scenario, compute, student_params, *(10**x), coefficients, flops_per_token)
