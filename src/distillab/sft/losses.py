@@ -1,0 +1,517 @@
+"""Token-level knowledge-distillation losses (Busbridge et al. 2025, "Distillation Scaling Laws", Eq. 6-7).
+
+For every supervised token t (``labels[b, t] != -100``) with student logits x, label y and teacher q::
+
+    loss_t = (1 - lam) * L_NTP + lam * tau**2 * L_KD(tau) + z_loss * L_Z
+
+    L_NTP    = -log softmax(x)[y]                           next-token cross-entropy on the labels
+    L_KD     = D(q^tau, p^tau)   p^tau = softmax(x / tau),  q^tau = softmax(teacher_logits / tau)
+    L_Z      = logsumexp(x)**2                              z-loss, on the untempered student logits
+
+Each term is reduced as a mean over supervised tokens, or as a sum plus the token count so that a distributed
+trainer can all-reduce both and divide once. tau**2 keeps the KD gradient scale independent of tau (Hinton
+et al. 2015).
+
+Divergences D(q, p), teacher q, student p:
+
+    forward_kl  KL(q || p) = sum q log(q / p)                            mode-covering, the default (App. G)
+    reverse_kl  KL(p || q) = sum p log(p / q)                            mode-seeking
+    jsd         JSD_beta = beta KL(q || m) + (1 - beta) KL(p || m),      m = beta q + (1 - beta) p
+
+``jsd`` uses TRL's GKD convention (Agarwal et al. 2024, Eq. 1) and needs 0 < beta < 1: JSD_beta vanishes at
+both end points, and its limits are scaled KLs, JSD_beta / beta -> KL(q || p) as beta -> 0 and
+JSD_beta / (1 - beta) -> KL(p || q) as beta -> 1 (TRL substitutes those KLs at exactly 0 and 1; choose
+forward_kl or reverse_kl instead). beta = 0.5 is the symmetric Jensen-Shannon divergence.
+
+Alignment: every per-token input is aligned with the student's logits at position t. ``labels[b, t]`` is the
+token at t + 1 (see :func:`shift_labels`), and the teacher's distribution at t is over the token at t + 1
+(DESIGN.md section 3): the usual causal-LM shift, applied once by the data pipeline.
+
+Sparse targets are the stored teacher top-k: ``topk_ids`` and raw ``topk_logprobs`` at temperature 1. A slot
+with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i is treated as:
+
+    renormalize  the teacher is its top-k renormalised, q_i^tau proportional to q_i^(1/tau) on the k ids and
+                 zero elsewhere (truncating and tempering commute). D is the exact full-vocabulary divergence
+                 between that teacher and the full student p^tau: the student enters through its log-probs at
+                 the k ids, x_i / tau - logsumexp(x / tau), and its mass outside them, one extra outcome where
+                 the teacher is zero. The student is thus penalised for mass outside the top-k through the
+                 normaliser. reverse_kl is infinite here (p > 0 where q = 0) and is rejected.
+    tail_bucket  both distributions are coarse-grained at temperature 1 to k + 1 outcomes, the k ids plus one
+                 bucket holding R (teacher) and r = 1 - sum_k p_i (student), then tempered alike, softmax(log(.)
+                 / tau): the tail is tempered as if it were one token. At tau = 1 this is the exact divergence
+                 of the coarse-grained distributions (a lower bound of the full one); with k = V the bucket is
+                 empty and the loss equals the dense one for every tau.
+
+Tails are log(1 - exp(logsumexp(log-probs))), computed stably; a tail within the rounding error of the sum
+(n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability LOG_ZERO so that no
+infinity ever reaches the arithmetic or the gradients.
+
+Memory: one autograd.Function walks the supervised tokens in chunks and computes the gradient with respect to
+the student logits chunk by chunk during the forward pass (as Liger-Kernel does); backward only scales it. Apart
+from that gradient nothing of size [tokens, vocab] is allocated. The sparse path touches the vocabulary through
+one log-softmax per chunk (two when tau != 1 with ``renormalize``); everything else is [tokens, k].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from distillab.errors import DataError
+
+IGNORE_INDEX = -100
+PAD_ID = -1
+LOG_ZERO = -1e4  # log-probability of an impossible outcome: exp() is exactly 0 and differences stay finite
+CHUNK_ELEMENTS = 2**21  # default chunk: about 8 MiB per float32 [tokens, vocab] temporary
+MASS_TOLERANCE = 1e-2  # stored top-k probabilities may exceed 1 by float16 rounding, not more
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+TAIL_MODES = ("renormalize", "tail_bucket")
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class KDLossConfig:
+    """Weights and options of the KD loss; defaults follow the paper's practice findings (App. G)."""
+
+    divergence: str = field(
+        default="forward_kl",
+        metadata={
+            "help": f"One of {DIVERGENCES}. Forward KL beat reverse KL by about 0.28 nats in the paper."
+        },
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "tau: both distributions are softened by it; tau > 3 or < 1 hurt."}
+    )
+    lam: float = field(
+        default=1.0,
+        metadata={
+            "help": "lambda: weight of KD, 1 - lambda of next-token loss. 1 (pure KD) is robust; with a "
+            "top-k teacher, 0.7 recovers most of the truncation loss."
+        },
+    )
+    z_loss: float = field(
+        default=1e-4, metadata={"help": "Weight of the z-loss logsumexp(x)^2 (paper: 1e-4)."}
+    )
+    tail: str = field(
+        default="renormalize", metadata={"help": f"Sparse targets: tail treatment, one of {TAIL_MODES}."}
+    )
+    jsd_beta: float = field(default=0.5, metadata={"help": "beta of jsd, in (0, 1); 0.5 is symmetric."})
+    chunk_size: int | None = field(
+        default=None,
+        metadata={"help": f"Tokens per chunk; None: {CHUNK_ELEMENTS} // vocab. Raise it on GPUs for speed."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        if self.tail not in TAIL_MODES:
+            raise ValueError(f"tail must be one of {TAIL_MODES}, got {self.tail!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.lam <= 1:
+            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if not self.z_loss >= 0:
+            raise ValueError(f"z_loss must be >= 0, got {self.z_loss}")
+        if not 0 < self.jsd_beta < 1:
+            raise ValueError(
+                f"jsd_beta must be in (0, 1), got {self.jsd_beta}; for the end points use forward_kl or reverse_kl"
+            )
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+
+    def tokens_per_chunk(self, vocab_size: int) -> int:
+        return self.chunk_size or max(1, CHUNK_ELEMENTS // vocab_size)
+
+
+@dataclass(frozen=True)
+class KDLossOutput:
+    """`loss` is differentiable; `kd`, `ntp` and `z` are its unweighted terms, detached, reduced like it."""
+
+    loss: Tensor
+    kd: Tensor
+    ntp: Tensor
+    z: Tensor
+    n_tokens: Tensor
+
+
+def kd_loss(
+    student_logits: Tensor,
+    labels: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_topk_ids: Tensor | None = None,
+    teacher_topk_logprobs: Tensor | None = None,
+    config: KDLossConfig | None = None,
+    reduction: str = "mean",
+) -> KDLossOutput:
+    """The KD loss of the module docstring over the tokens with ``labels != -100``.
+
+    Args:
+        student_logits: [B, T, V], any float dtype (computed in float32 or wider, gradient in this dtype).
+        labels: [B, T] next-token ids aligned with the logits (``labels[b, t]`` is token t + 1), -100 = skip.
+        teacher_logits: dense targets [B, T, V], the live teacher's logits at the same positions.
+        teacher_topk_ids, teacher_topk_logprobs: sparse targets [B, T, k], raw top-k log-probs at temperature 1.
+        config: weights and options (default `KDLossConfig()`); a teacher is required when ``config.lam > 0``.
+        reduction: "mean" over supervised tokens (0 when there are none) or "sum"; `n_tokens` is the count.
+    """
+    config = config or KDLossConfig()
+    _check_inputs(
+        student_logits, labels, teacher_logits, teacher_topk_ids, teacher_topk_logprobs, config, reduction
+    )
+    vocab_size = student_logits.shape[-1]
+    flat_labels = labels.reshape(-1)
+    rows = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
+    n_tokens = rows.numel()
+    scale = 1.0 / max(n_tokens, 1) if reduction == "mean" else 1.0
+    sparse = None
+    if teacher_topk_ids is not None and teacher_topk_logprobs is not None:
+        k = teacher_topk_ids.shape[-1]
+        sparse = (teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k))
+    dense = None if teacher_logits is None else teacher_logits.reshape(-1, vocab_size)
+    need_grad = torch.is_grad_enabled() and student_logits.requires_grad
+    loss, kd, ntp, z = _ChunkedKDLoss.apply(
+        student_logits.reshape(-1, vocab_size), flat_labels, rows, dense, sparse, config, scale, need_grad
+    )
+    count = torch.tensor(n_tokens, device=student_logits.device)
+    return KDLossOutput(loss=loss, kd=kd, ntp=ntp, z=z, n_tokens=count)
+
+
+def shift_labels(labels: Tensor) -> Tensor:
+    """HF-style labels (label t = token t) -> labels aligned with the logits (label t = token t + 1)."""
+    return F.pad(labels[..., 1:], (0, 1), value=IGNORE_INDEX)
+
+
+def log_tail_mass(log_probs: Tensor) -> Tensor:
+    """log(1 - sum(exp(log_probs))) over the last dim, stably.
+
+    A tail below n * eps (the rounding error of a sum of n terms in this dtype) is noise: it is returned as
+    LOG_ZERO, an exactly empty tail, with no gradient.
+    """
+    covered = torch.logsumexp(log_probs, dim=-1)
+    noise = log_probs.shape[-1] * torch.finfo(covered.dtype).eps
+    safe = covered.clamp(max=-noise)
+    log_tail = torch.where(safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe)))
+    return torch.where(covered < -noise, log_tail, LOG_ZERO)
+
+
+def validate_soft_labels(
+    topk_ids: Any,
+    topk_logprobs: Any,
+    *,
+    vocab_size: int,
+    n_positions: int,
+    k: int | None = None,
+    row: int | str = "?",
+) -> None:
+    """Check one row's stored top-k against the contract; raise a one-line `DataError` naming row and field.
+
+    `n_positions` is how many positions must be covered (the positions that predict a next token, usually
+    ``len(input_ids) - 1``); `k` is how many slots the trainer will use (default: all stored). Only those
+    positions and slots are checked. Padding slots (id -1) may hold any log-prob.
+    """
+    where = f"soft labels row {row}:"
+    try:
+        ids, logprobs = torch.as_tensor(topk_ids), torch.as_tensor(topk_logprobs)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{where} topk_ids/topk_logprobs are not rectangular arrays ({err})") from None
+    if ids.dim() != 2 or ids.shape != logprobs.shape:
+        raise DataError(
+            f"{where} topk_ids {tuple(ids.shape)} and topk_logprobs {tuple(logprobs.shape)} must both be [positions, k]"
+        )
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise DataError(f"{where} topk_ids must hold integer token ids, got {ids.dtype}")
+    stored_positions, stored_k = ids.shape
+    if k is not None and k > stored_k:
+        raise DataError(
+            f"{where} topk_ids stores {stored_k} slots per position, fewer than the k={k} requested"
+        )
+    if stored_positions < n_positions:
+        raise DataError(
+            f"{where} topk_ids covers {stored_positions} positions, fewer than the {n_positions} to train on"
+        )
+    ids, logprobs = ids[:n_positions, :k], logprobs[:n_positions, :k].double()
+    padding = ids == PAD_ID
+    bad = (ids < 0) & ~padding | (ids >= vocab_size)
+    if bad.any():
+        position, slot = bad.nonzero()[0].tolist()
+        raise DataError(
+            f"{where} topk_ids has id {ids[position, slot].item()} at position {position}, slot {slot}, "
+            f"outside the vocabulary [0, {vocab_size}) (padding is {PAD_ID})"
+        )
+    bad = ~padding & (torch.isnan(logprobs) | (logprobs == math.inf))
+    if bad.any():
+        position, slot = bad.nonzero()[0].tolist()
+        raise DataError(
+            f"{where} topk_logprobs is {logprobs[position, slot].item()} at position {position}, slot {slot}; "
+            "log-probs must be finite, or -inf for padding"
+        )
+    mass = logprobs.masked_fill(padding, -math.inf).exp().sum(-1)
+    if (mass > 1 + MASS_TOLERANCE).any():
+        position = int((mass > 1 + MASS_TOLERANCE).nonzero()[0])
+        raise DataError(
+            f"{where} topk_logprobs at position {position} sum to probability {mass[position].item():.3g} > 1; "
+            "store log-probabilities at temperature 1, not logits"
+        )
+
+
+def _check_inputs(
+    student_logits: Tensor,
+    labels: Tensor,
+    teacher_logits: Tensor | None,
+    topk_ids: Tensor | None,
+    topk_logprobs: Tensor | None,
+    config: KDLossConfig,
+    reduction: str,
+) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if student_logits.dim() != 3:
+        raise ValueError(
+            f"student_logits must be [batch, tokens, vocab], got shape {tuple(student_logits.shape)}"
+        )
+    batch_tokens = tuple(student_logits.shape[:2])
+    if tuple(labels.shape) != batch_tokens:
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)} does not match student_logits [batch, tokens] {batch_tokens}"
+        )
+    if (topk_ids is None) != (topk_logprobs is None):
+        raise ValueError("teacher_topk_ids and teacher_topk_logprobs must be given together")
+    sparse = topk_ids is not None and topk_logprobs is not None
+    if sparse and teacher_logits is not None:
+        raise ValueError(
+            "give either teacher_logits (dense) or teacher_topk_ids/teacher_topk_logprobs, not both"
+        )
+    if config.lam > 0 and teacher_logits is None and not sparse:
+        raise ValueError(
+            f"lam={config.lam} needs teacher targets: teacher_logits or teacher_topk_ids/logprobs"
+        )
+    if teacher_logits is not None and teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"teacher_logits shape {tuple(teacher_logits.shape)} does not match student_logits shape "
+            f"{tuple(student_logits.shape)} (slice a padded teacher vocabulary to the student's)"
+        )
+    if sparse:
+        assert topk_ids is not None and topk_logprobs is not None
+        if (
+            topk_ids.shape != topk_logprobs.shape
+            or tuple(topk_ids.shape[:2]) != batch_tokens
+            or topk_ids.dim() != 3
+        ):
+            raise ValueError(
+                f"teacher_topk_ids {tuple(topk_ids.shape)} and teacher_topk_logprobs {tuple(topk_logprobs.shape)} "
+                f"must both be [batch, tokens, k] with [batch, tokens] = {batch_tokens} as in student_logits"
+            )
+        if topk_ids.dtype.is_floating_point:
+            raise ValueError(f"teacher_topk_ids must be an integer tensor, got {topk_ids.dtype}")
+        if config.divergence == "reverse_kl" and config.tail == "renormalize":
+            raise ValueError(
+                "reverse_kl with top-k targets needs tail='tail_bucket': the renormalised teacher is zero outside "
+                "its top-k, so KL(student || teacher) is infinite"
+            )
+
+
+class _ChunkedKDLoss(torch.autograd.Function):
+    """Loss sums over chunks of supervised rows; d(loss)/d(logits) is built in forward, chunk by chunk."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: Tensor,
+        labels: Tensor,
+        rows: Tensor,
+        dense: Tensor | None,
+        sparse: tuple[Tensor, Tensor] | None,
+        config: KDLossConfig,
+        scale: float,
+        need_grad: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+        grad = torch.zeros_like(logits) if need_grad else None
+        sums = torch.zeros(3, dtype=compute_dtype, device=logits.device)  # kd, ntp, z
+        step = config.tokens_per_chunk(logits.shape[-1])
+        for start in range(0, rows.numel(), step):
+            chunk_rows = rows[start : start + step]
+            teacher = _chunk_teacher(dense, sparse, chunk_rows, compute_dtype)
+            x = logits.index_select(0, chunk_rows).to(compute_dtype)
+            y = labels.index_select(0, chunk_rows).long()
+            chunk_sums, chunk_grad = _chunk_loss(x, y, teacher, config, scale, need_grad)
+            sums += chunk_sums
+            if grad is not None and chunk_grad is not None:
+                grad.index_copy_(0, chunk_rows, chunk_grad.to(grad.dtype))
+        kd, ntp, z = (term * scale for term in sums)
+        loss = (1 - config.lam) * ntp + config.lam * config.temperature**2 * kd + config.z_loss * z
+        ctx.mark_non_differentiable(kd, ntp, z)
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return loss, kd, ntp, z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        if not torch.equal(grad_loss, torch.ones_like(grad_loss)):
+            grad = grad * grad_loss.to(grad.dtype)
+        return grad, None, None, None, None, None, None, None
+
+
+@dataclass
+class _KDGradient:
+    """d(sum of KD terms)/d(student log-probs at `temperature`), gathered at `ids` (None: the whole vocab).
+
+    `log_probs` is the full student log-softmax at that temperature (its exp() is the softmax the chain rule needs).
+    """
+
+    grad: Tensor
+    ids: Tensor | None
+    temperature: float
+    log_probs: Tensor
+
+
+def _chunk_teacher(
+    dense: Tensor | None, sparse: tuple[Tensor, Tensor] | None, rows: Tensor, dtype: torch.dtype
+) -> Tensor | tuple[Tensor, Tensor] | None:
+    if dense is not None:
+        return dense.index_select(0, rows).to(dtype)
+    if sparse is not None:
+        ids, logprobs = sparse
+        return ids.index_select(0, rows), logprobs.index_select(0, rows).to(dtype)
+    return None
+
+
+def _chunk_loss(
+    x: Tensor,
+    y: Tensor,
+    teacher: Tensor | tuple[Tensor, Tensor] | None,
+    config: KDLossConfig,
+    weight: float,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Sums of (kd, ntp, z) over the chunk's tokens, and d(weight * sum of losses)/dx when `need_grad`."""
+    log_probs = torch.log_softmax(x, dim=-1)
+    label_log_probs = log_probs.gather(1, y[:, None]).squeeze(1)
+    logsumexp = x.gather(1, y[:, None]).squeeze(1) - label_log_probs
+    if teacher is None:
+        kd, kd_gradient = torch.zeros_like(logsumexp), None
+    elif isinstance(teacher, Tensor):
+        kd, kd_gradient = _dense_kd(x, log_probs, teacher, config, need_grad)
+    else:
+        kd, kd_gradient = _sparse_kd(x, log_probs, *teacher, config, need_grad)
+    sums = torch.stack([kd.sum(), -label_log_probs.sum(), logsumexp.square().sum()])
+    if not need_grad:
+        return sums, None
+    return sums, _student_grad(log_probs, logsumexp, y, kd_gradient, config, weight)
+
+
+def _student_grad(
+    log_probs: Tensor,
+    logsumexp: Tensor,
+    y: Tensor,
+    kd: _KDGradient | None,
+    config: KDLossConfig,
+    weight: float,
+) -> Tensor:
+    """Chain rule through log-softmax, in place in `log_probs`: d log p_i / dx_j = (delta_ij - p_j) / temperature."""
+    lam = config.lam
+    p_coef = weight * ((1 - lam) + 2 * config.z_loss * logsumexp)  # NTP and z-loss terms on softmax(x)
+    kd_grad, tempered_coef = None, None
+    if kd is not None:
+        kd_grad = kd.grad * (weight * lam * config.temperature**2 / kd.temperature)
+        if kd.log_probs is log_probs:
+            p_coef = p_coef - kd_grad.sum(-1)
+        else:
+            tempered_coef = -kd_grad.sum(-1, keepdim=True)
+    grad = log_probs.exp_().mul_(p_coef[:, None])
+    if kd is not None and kd_grad is not None:
+        if tempered_coef is not None:
+            grad.addcmul_(kd.log_probs.exp_(), tempered_coef)
+        if kd.ids is None:
+            grad.add_(kd_grad)
+        else:
+            grad.scatter_add_(1, kd.ids, kd_grad)
+    label_grad = torch.full_like(logsumexp, -weight * (1 - lam))
+    return grad.scatter_add_(1, y[:, None], label_grad[:, None])
+
+
+def _dense_kd(
+    x: Tensor, log_probs: Tensor, teacher_logits: Tensor, config: KDLossConfig, need_grad: bool
+) -> tuple[Tensor, _KDGradient | None]:
+    tau = config.temperature
+    student = log_probs if tau == 1 else torch.log_softmax(x / tau, dim=-1)
+    teacher = torch.log_softmax(teacher_logits / tau, dim=-1).clamp_min_(LOG_ZERO)
+    kd, grad = _value_and_grad(lambda s: _divergence(teacher, s, config), student, need_grad)
+    return kd, None if grad is None else _KDGradient(grad, None, tau, student)
+
+
+def _sparse_kd(
+    x: Tensor, log_probs: Tensor, ids: Tensor, logprobs: Tensor, config: KDLossConfig, need_grad: bool
+) -> tuple[Tensor, _KDGradient | None]:
+    tau = config.temperature
+    valid = (ids >= 0) & (logprobs != -math.inf)  # NaN stays valid so that it shows in the loss
+    ids = ids.clamp_min(0).long()
+    if config.tail == "renormalize":
+        temperature = tau
+        student = log_probs if tau == 1 else torch.log_softmax(x / tau, dim=-1)
+        teacher = torch.log_softmax((logprobs / tau).masked_fill(~valid, LOG_ZERO), dim=-1)
+        teacher = _with_tail(
+            teacher.masked_fill(~valid, LOG_ZERO), tail=torch.full_like(teacher[:, 0], LOG_ZERO)
+        )
+
+        def kd_of(gathered: Tensor) -> Tensor:
+            return _divergence(teacher, _with_tail(gathered.masked_fill(~valid, LOG_ZERO)), config)
+
+    else:
+        temperature, student = 1.0, log_probs
+        teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO)), tau)
+
+        def kd_of(gathered: Tensor) -> Tensor:
+            return _divergence(
+                teacher, _tempered(_with_tail(gathered.masked_fill(~valid, LOG_ZERO)), tau), config
+            )
+
+    kd, grad = _value_and_grad(kd_of, student.gather(1, ids), need_grad)
+    return kd, None if grad is None else _KDGradient(grad, ids, temperature, student)
+
+
+def _with_tail(log_probs: Tensor, tail: Tensor | None = None) -> Tensor:
+    """Append the log of the mass outside these outcomes (or `tail`) as one more outcome."""
+    tail = log_tail_mass(log_probs) if tail is None else tail
+    return torch.cat([log_probs, tail[:, None]], dim=-1)
+
+
+def _tempered(log_probs: Tensor, tau: float) -> Tensor:
+    return torch.log_softmax(log_probs / tau, dim=-1)
+
+
+def _divergence(teacher: Tensor, student: Tensor, config: KDLossConfig) -> Tensor:
+    """D(q, p) over the last dim, from log-probabilities."""
+    if config.divergence == "forward_kl":
+        return _kl(teacher, student)
+    if config.divergence == "reverse_kl":
+        return _kl(student, teacher)
+    beta = config.jsd_beta
+    mixture = torch.logaddexp(teacher + math.log(beta), student + math.log1p(-beta))
+    return beta * _kl(teacher, mixture) + (1 - beta) * _kl(student, mixture)
+
+
+def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def _value_and_grad(
+    fn: Callable[[Tensor], Tensor], leaf: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """fn(leaf) per token and, when `need_grad`, d(sum fn)/d(leaf)."""
+    if not need_grad:
+        return fn(leaf), None
+    with torch.enable_grad():
+        leaf = leaf.detach().requires_grad_()
+        value = fn(leaf)
+        (grad,) = torch.autograd.grad(value.sum(), leaf)
+    return value.detach(), grad
