@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 
 import pytest
 import torch
@@ -271,7 +272,7 @@ def test_recipe_with_unknown_key_in_a_real_process(tmp_path):
 
 
 class RecordingHfApi:
-    calls: list = []
+    calls: typing.ClassVar[list] = []
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))

@@ -142,7 +142,7 @@ def test_config_errors(kwargs, message):
 
 
 def test_missing_file_and_unknown_generator():
-    with pytest.raises(DataError, match="prompt file not found: nope.jsonl"):
+    with pytest.raises(DataError, match=r"prompt file not found: nope\.jsonl"):
         build_prompt_set(config(dataset="nope.jsonl"))
     with pytest.raises(DataError, match="unknown --generator 'no_such_task'"):
         build_prompt_set(config(generator="no_such_task"))
