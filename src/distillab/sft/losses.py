@@ -69,7 +69,9 @@ from distillab.errors import DataError
 IGNORE_INDEX = -100
 PAD_ID = -1
 LOG_ZERO = -1e4  # log-probability of an impossible outcome: exp() is exactly 0 and differences stay finite
-CHUNK_ELEMENTS = 2**21  # default chunk: about 8 MiB per float32 [tokens, vocab] temporary
+# Default chunk, in elements of a float32 [tokens, vocab] temporary: 4 MiB on CPU, where memory is tight and
+# per-chunk overhead is small; 64 MiB on GPUs, where small chunks would be bound by kernel launches.
+CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
 MASS_TOLERANCE = 1e-2  # stored top-k probabilities may exceed 1 by float16 rounding, not more
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 TAIL_MODES = ("renormalize", "tail_bucket")
@@ -105,7 +107,9 @@ class KDLossConfig:
     jsd_beta: float = field(default=0.5, metadata={"help": "beta of jsd, in (0, 1); 0.5 is symmetric."})
     chunk_size: int | None = field(
         default=None,
-        metadata={"help": f"Tokens per chunk; None: {CHUNK_ELEMENTS} // vocab. Raise it on GPUs for speed."},
+        metadata={
+            "help": "Tokens per chunk; None: 2**20 // vocab on CPU, 2**24 // vocab on GPUs (see CHUNK_ELEMENTS)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -126,8 +130,9 @@ class KDLossConfig:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
 
-    def tokens_per_chunk(self, vocab_size: int) -> int:
-        return self.chunk_size or max(1, CHUNK_ELEMENTS // vocab_size)
+    def tokens_per_chunk(self, vocab_size: int, device: torch.device) -> int:
+        budget = CHUNK_ELEMENTS["cuda"] if device.type == "cuda" else CHUNK_ELEMENTS["cpu"]
+        return self.chunk_size or max(1, budget // vocab_size)
 
 
 @dataclass(frozen=True)
@@ -333,15 +338,18 @@ class _ChunkedKDLoss(torch.autograd.Function):
         need_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+        # The student's full log-softmax at tau is needed by dense targets and by renormalised top-k targets.
+        needs_tempered = dense is not None or (sparse is not None and config.tail == "renormalize")
+        student_tau = config.temperature if needs_tempered else 1.0
         grad = torch.zeros_like(logits) if need_grad else None
         sums = torch.zeros(3, dtype=compute_dtype, device=logits.device)  # kd, ntp, z
-        step = config.tokens_per_chunk(logits.shape[-1])
+        step = config.tokens_per_chunk(logits.shape[-1], logits.device)
         for start in range(0, rows.numel(), step):
             chunk_rows = rows[start : start + step]
-            teacher = _chunk_teacher(dense, sparse, chunk_rows, compute_dtype)
-            x = logits.index_select(0, chunk_rows).to(compute_dtype)
             y = labels.index_select(0, chunk_rows).long()
-            chunk_sums, chunk_grad = _chunk_loss(x, y, teacher, config, scale, need_grad)
+            student = _student_chunk(logits.index_select(0, chunk_rows).to(compute_dtype), y, student_tau)
+            teacher = _teacher_chunk(dense, sparse, chunk_rows, config.temperature, compute_dtype)
+            chunk_sums, chunk_grad = _chunk_loss(student, y, teacher, config, scale, need_grad)
             sums += chunk_sums
             if grad is not None and chunk_grad is not None:
                 grad.index_copy_(0, chunk_rows, chunk_grad.to(grad.dtype))
@@ -362,11 +370,18 @@ class _ChunkedKDLoss(torch.autograd.Function):
 
 
 @dataclass
-class _KDGradient:
-    """d(sum of KD terms)/d(student log-probs at `temperature`), gathered at `ids` (None: the whole vocab).
+class _StudentChunk:
+    """Student rows of one chunk: log-softmax at temperature 1 and at tau (the same tensor when tau is 1)."""
 
-    `log_probs` is the full student log-softmax at that temperature (its exp() is the softmax the chain rule needs).
-    """
+    log_probs: Tensor
+    tempered: Tensor
+    logsumexp: Tensor
+    label_log_probs: Tensor
+
+
+@dataclass
+class _KDGradient:
+    """d(sum of KD terms)/d(student log-probs `log_probs` at `temperature`), gathered at `ids` (None: all)."""
 
     grad: Tensor
     ids: Tensor | None
@@ -374,11 +389,22 @@ class _KDGradient:
     log_probs: Tensor
 
 
-def _chunk_teacher(
-    dense: Tensor | None, sparse: tuple[Tensor, Tensor] | None, rows: Tensor, dtype: torch.dtype
+def _student_chunk(x: Tensor, y: Tensor, tau: float) -> _StudentChunk:
+    """Consumes `x`, a private copy of the chunk's logits (divided by tau in place)."""
+    label_logits = x.gather(1, y[:, None]).squeeze(1)
+    log_probs = torch.log_softmax(x, dim=-1)
+    tempered = log_probs if tau == 1 else torch.log_softmax(x.div_(tau), dim=-1)
+    label_log_probs = log_probs.gather(1, y[:, None]).squeeze(1)
+    return _StudentChunk(log_probs, tempered, label_logits - label_log_probs, label_log_probs)
+
+
+def _teacher_chunk(
+    dense: Tensor | None, sparse: tuple[Tensor, Tensor] | None, rows: Tensor, tau: float, dtype: torch.dtype
 ) -> Tensor | tuple[Tensor, Tensor] | None:
+    """Dense: the teacher's log-softmax at tau (floored at LOG_ZERO); sparse: (ids, raw log-probs)."""
     if dense is not None:
-        return dense.index_select(0, rows).to(dtype)
+        logits = dense.index_select(0, rows).to(dtype)
+        return torch.log_softmax(logits if tau == 1 else logits.div_(tau), dim=-1).clamp_min_(LOG_ZERO)
     if sparse is not None:
         ids, logprobs = sparse
         return ids.index_select(0, rows), logprobs.index_select(0, rows).to(dtype)
@@ -386,7 +412,7 @@ def _chunk_teacher(
 
 
 def _chunk_loss(
-    x: Tensor,
+    student: _StudentChunk,
     y: Tensor,
     teacher: Tensor | tuple[Tensor, Tensor] | None,
     config: KDLossConfig,
@@ -394,70 +420,72 @@ def _chunk_loss(
     need_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Sums of (kd, ntp, z) over the chunk's tokens, and d(weight * sum of losses)/dx when `need_grad`."""
-    log_probs = torch.log_softmax(x, dim=-1)
-    label_log_probs = log_probs.gather(1, y[:, None]).squeeze(1)
-    logsumexp = x.gather(1, y[:, None]).squeeze(1) - label_log_probs
     if teacher is None:
-        kd, kd_gradient = torch.zeros_like(logsumexp), None
+        kd, kd_gradient = torch.zeros_like(student.logsumexp), None
     elif isinstance(teacher, Tensor):
-        kd, kd_gradient = _dense_kd(x, log_probs, teacher, config, need_grad)
+        kd, kd_gradient = _dense_kd(student.tempered, teacher, config)
     else:
-        kd, kd_gradient = _sparse_kd(x, log_probs, *teacher, config, need_grad)
-    sums = torch.stack([kd.sum(), -label_log_probs.sum(), logsumexp.square().sum()])
+        kd, kd_gradient = _sparse_kd(student, *teacher, config, need_grad)
+    sums = torch.stack([kd.sum(), -student.label_log_probs.sum(), student.logsumexp.square().sum()])
     if not need_grad:
         return sums, None
-    return sums, _student_grad(log_probs, logsumexp, y, kd_gradient, config, weight)
+    return sums, _student_grad(student, y, kd_gradient, config, weight)
 
 
 def _student_grad(
-    log_probs: Tensor,
-    logsumexp: Tensor,
-    y: Tensor,
-    kd: _KDGradient | None,
-    config: KDLossConfig,
-    weight: float,
+    student: _StudentChunk, y: Tensor, kd: _KDGradient | None, config: KDLossConfig, weight: float
 ) -> Tensor:
-    """Chain rule through log-softmax, in place in `log_probs`: d log p_i / dx_j = (delta_ij - p_j) / temperature."""
+    """Chain rule through log-softmax, in place: d log p_i / dx_j = (delta_ij - p_j) / temperature."""
     lam = config.lam
-    p_coef = weight * ((1 - lam) + 2 * config.z_loss * logsumexp)  # NTP and z-loss terms on softmax(x)
-    kd_grad, tempered_coef = None, None
+    p_coef = weight * (
+        (1 - lam) + 2 * config.z_loss * student.logsumexp
+    )  # NTP and z-loss terms on softmax(x)
+    tempered_softmax = None
     if kd is not None:
-        kd_grad = kd.grad * (weight * lam * config.temperature**2 / kd.temperature)
-        if kd.log_probs is log_probs:
+        kd_grad = kd.grad.mul_(weight * lam * config.temperature**2 / kd.temperature)
+        if kd.log_probs is student.log_probs:
             p_coef = p_coef - kd_grad.sum(-1)
         else:
-            tempered_coef = -kd_grad.sum(-1, keepdim=True)
-    grad = log_probs.exp_().mul_(p_coef[:, None])
-    if kd is not None and kd_grad is not None:
-        if tempered_coef is not None:
-            grad.addcmul_(kd.log_probs.exp_(), tempered_coef)
+            tempered_softmax = kd.log_probs.exp_().mul_(-kd_grad.sum(-1, keepdim=True))
+    grad = student.log_probs.exp_().mul_(p_coef[:, None])
+    if tempered_softmax is not None:
+        grad.add_(tempered_softmax)
+    if kd is not None:
         if kd.ids is None:
             grad.add_(kd_grad)
         else:
             grad.scatter_add_(1, kd.ids, kd_grad)
-    label_grad = torch.full_like(logsumexp, -weight * (1 - lam))
+    label_grad = torch.full_like(student.logsumexp, -weight * (1 - lam))
     return grad.scatter_add_(1, y[:, None], label_grad[:, None])
 
 
-def _dense_kd(
-    x: Tensor, log_probs: Tensor, teacher_logits: Tensor, config: KDLossConfig, need_grad: bool
-) -> tuple[Tensor, _KDGradient | None]:
-    tau = config.temperature
-    student = log_probs if tau == 1 else torch.log_softmax(x / tau, dim=-1)
-    teacher = torch.log_softmax(teacher_logits / tau, dim=-1).clamp_min_(LOG_ZERO)
-    kd, grad = _value_and_grad(lambda s: _divergence(teacher, s, config), student, need_grad)
-    return kd, None if grad is None else _KDGradient(grad, None, tau, student)
+def _dense_kd(log_p: Tensor, log_q: Tensor, config: KDLossConfig) -> tuple[Tensor, _KDGradient]:
+    """D(q, p) per token and its gradient w.r.t. log p in closed form, in place in `log_q` to save memory."""
+    if config.divergence == "forward_kl":  # d/d log p = -q
+        q = log_q.exp()
+        kd = log_q.sub_(log_p).mul_(q).sum(-1)
+        grad = q.neg_()
+    elif config.divergence == "reverse_kl":  # d/d log p = p (log p - log q) + p; log-softmax cancels the + p
+        grad = log_q.neg_().add_(log_p).mul_(log_p.exp())
+        kd = grad.sum(-1)
+    else:  # jsd: d/d log p = (1 - beta) p (log p - log m)
+        beta = config.jsd_beta
+        log_m = torch.logaddexp(log_q + math.log(beta), log_p + math.log1p(-beta))
+        teacher_term = log_q.exp().mul_(log_q.sub_(log_m)).sum(-1)
+        grad = log_m.neg_().add_(log_p).mul_(log_p.exp()).mul_(1 - beta)
+        kd = beta * teacher_term + grad.sum(-1)
+    return kd, _KDGradient(grad, None, config.temperature, log_p)
 
 
 def _sparse_kd(
-    x: Tensor, log_probs: Tensor, ids: Tensor, logprobs: Tensor, config: KDLossConfig, need_grad: bool
+    student: _StudentChunk, ids: Tensor, logprobs: Tensor, config: KDLossConfig, need_grad: bool
 ) -> tuple[Tensor, _KDGradient | None]:
+    """D on the k ids plus the rest (module docstring); the gradient by autograd over [tokens, k + 1] only."""
     tau = config.temperature
     valid = (ids >= 0) & (logprobs != -math.inf)  # NaN stays valid so that it shows in the loss
     ids = ids.clamp_min(0).long()
     if config.tail == "renormalize":
-        temperature = tau
-        student = log_probs if tau == 1 else torch.log_softmax(x / tau, dim=-1)
+        temperature, log_probs = tau, student.tempered
         teacher = torch.log_softmax((logprobs / tau).masked_fill(~valid, LOG_ZERO), dim=-1)
         teacher = _with_tail(
             teacher.masked_fill(~valid, LOG_ZERO), tail=torch.full_like(teacher[:, 0], LOG_ZERO)
@@ -467,7 +495,7 @@ def _sparse_kd(
             return _divergence(teacher, _with_tail(gathered.masked_fill(~valid, LOG_ZERO)), config)
 
     else:
-        temperature, student = 1.0, log_probs
+        temperature, log_probs = 1.0, student.log_probs
         teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO)), tau)
 
         def kd_of(gathered: Tensor) -> Tensor:
@@ -475,8 +503,8 @@ def _sparse_kd(
                 teacher, _tempered(_with_tail(gathered.masked_fill(~valid, LOG_ZERO)), tau), config
             )
 
-    kd, grad = _value_and_grad(kd_of, student.gather(1, ids), need_grad)
-    return kd, None if grad is None else _KDGradient(grad, ids, temperature, student)
+    kd, grad = _value_and_grad(kd_of, log_probs.gather(1, ids), need_grad)
+    return kd, None if grad is None else _KDGradient(grad, ids, temperature, log_probs)
 
 
 def _with_tail(log_probs: Tensor, tail: Tensor | None = None) -> Tensor:
