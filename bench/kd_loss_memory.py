@@ -1,0 +1,161 @@
+"""Benchmark: peak memory and time of one KD loss step (forward + backward), loss only, on synthetic logits.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/kd_loss_memory.py [--vocab 32768] [--length 2048]
+
+Variants, each on the same float32 student logits [batch, length, vocab] (requires_grad), all tokens but the
+last supervised:
+
+    naive_dense     forward KL the textbook way (TRL GKD style): full log_softmax of student and teacher,
+                    F.kl_div(log_target=True) over [B, T, V], masked mean; no chunking
+    chunked_dense   distillab kd_loss with dense teacher logits, same maths (lam=1, tau=1, z_loss=0)
+    sparse_topk     distillab kd_loss with stored top-k targets (k=64, default config)
+    cross_entropy   F.cross_entropy on the labels: the plain SFT loss, for reference
+
+Memory method: every variant runs in a fresh subprocess. After the inputs are allocated and written, the
+baseline is the process's peak resident set size so far (getrusage ru_maxrss, checked to equal the current RSS
+from /proc/self/statm); after one forward + backward the peak is read again. The difference is the step's peak
+memory above its inputs, including the gradient w.r.t. the student logits that every variant must produce.
+ru_maxrss is the kernel's high-water mark, so short-lived temporaries count. Then the step is timed again
+(best of --repeats, gradients reset in between).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from distillab.sft.losses import IGNORE_INDEX, KDLossConfig, kd_loss
+
+VARIANTS = ("naive_dense", "chunked_dense", "sparse_topk", "cross_entropy")
+MIB = 2**20
+
+
+def _current_rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    shape = (args.batch, args.length, args.vocab)
+    student = torch.randn(shape, generator=generator).mul_(2).requires_grad_()
+    labels = torch.randint(0, args.vocab, shape[:2], generator=generator)
+    labels[:, -1] = IGNORE_INDEX
+    inputs = {"student": student, "labels": labels}
+    if args.variant in ("naive_dense", "chunked_dense"):
+        inputs["teacher"] = torch.randn(shape, generator=generator).mul_(2)
+    if args.variant == "sparse_topk":
+        inputs["topk_ids"] = torch.randint(
+            0, args.vocab, (*shape[:2], args.k), generator=generator, dtype=torch.int32
+        )
+        raw = torch.randn((*shape[:2], args.k), generator=generator)
+        inputs["topk_logprobs"] = torch.log_softmax(raw, dim=-1) + torch.log(torch.tensor(0.9))  # 10% tail
+    return inputs
+
+
+def _step(variant: str, inputs: dict[str, torch.Tensor]) -> float:
+    student, labels = inputs["student"], inputs["labels"]
+    if variant == "naive_dense":
+        student_log_probs = F.log_softmax(student, dim=-1)
+        teacher_log_probs = F.log_softmax(inputs["teacher"], dim=-1)
+        per_token = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True).sum(-1)
+        mask = labels != IGNORE_INDEX
+        loss = (per_token * mask).sum() / mask.sum()
+    elif variant == "chunked_dense":
+        config = KDLossConfig(lam=1.0, temperature=1.0, z_loss=0.0)
+        loss = kd_loss(student, labels, teacher_logits=inputs["teacher"], config=config).loss
+    elif variant == "sparse_topk":
+        loss = kd_loss(
+            student,
+            labels,
+            teacher_topk_ids=inputs["topk_ids"],
+            teacher_topk_logprobs=inputs["topk_logprobs"],
+        ).loss
+    else:
+        loss = F.cross_entropy(student.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    loss.backward()
+    return loss.item()
+
+
+def _child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    inputs = _inputs(args)
+    baseline, current = _peak_rss(), _current_rss()
+    start = time.perf_counter()
+    loss = _step(args.variant, inputs)
+    first = time.perf_counter() - start
+    peak = _peak_rss() - baseline
+    seconds = []
+    for _ in range(args.repeats):
+        inputs["student"].grad = None
+        start = time.perf_counter()
+        _step(args.variant, inputs)
+        seconds.append(time.perf_counter() - start)
+    result = {"variant": args.variant, "loss": loss, "peak": peak, "slack": baseline - current}
+    print(json.dumps(result | {"first_s": first, "best_s": min(seconds, default=first)}))
+
+
+def _run_child(variant: str, args: argparse.Namespace) -> dict[str, float]:
+    flags = [
+        f"--{name}={getattr(args, name)}" for name in ("vocab", "length", "batch", "k", "repeats", "threads")
+    ]
+    command = [sys.executable, __file__, f"--variant={variant}", *flags]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--length", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--k", type=int, default=64, help="top-k slots of the sparse variant")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps after the measured one")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        _child(args)
+        return
+
+    logits_mib = args.batch * args.length * args.vocab * 4 / MIB
+    print(
+        f"loss-only step, batch {args.batch} x length {args.length} x vocab {args.vocab}, float32, "
+        f"{args.threads} thread(s); one student logits tensor = {logits_mib:.0f} MiB"
+    )
+    print(f"{'variant':<15}{'loss':>10}{'peak MiB':>11}{'x logits':>10}{'first s':>10}{'best s':>9}")
+    results = {}
+    for variant in VARIANTS:
+        result = results[variant] = _run_child(variant, args)
+        peak = result["peak"] / MIB
+        print(
+            f"{variant:<15}{result['loss']:>10.4f}{peak:>11.0f}{peak / logits_mib:>10.2f}"
+            f"{result['first_s']:>10.3f}{result['best_s']:>9.3f}"
+        )
+        if result["slack"] > 16 * MIB:
+            print(
+                f"  warning: the RSS high-water mark was {result['slack'] / MIB:.0f} MiB above the baseline"
+            )
+    memory = results["chunked_dense"]["peak"] / results["naive_dense"]["peak"]
+    dense_time = results["chunked_dense"]["best_s"] / results["naive_dense"]["best_s"]
+    sparse_time = results["sparse_topk"]["best_s"] / results["cross_entropy"]["best_s"]
+    print(f"chunked / naive dense: peak memory {memory:.3f}x (target <= 0.25), time {dense_time:.2f}x")
+    print(f"sparse top-{args.k} / cross-entropy: time {sparse_time:.2f}x (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
