@@ -53,3 +53,12 @@ def hard_label_dir(tmp_path_factory, tiny_teacher):
         output_dir=str(output_dir),
     )
     return generate(config)
+
+
+@pytest.fixture(scope="session")
+def soft_label_dir(tmp_path_factory, hard_label_dir):
+    """The hard-label fixture plus the tiny teacher's exact top-16 soft labels (transformers scorer)."""
+    from distillab.generate.label import LabelConfig, label
+
+    output_dir = tmp_path_factory.mktemp("soft-labels")
+    return label(LabelConfig(dataset=str(hard_label_dir), soft_labels_k=16, output_dir=str(output_dir)))

@@ -48,6 +48,17 @@ def render_hard_label_card(metadata: dict[str, Any]) -> str:
         ("duplicate completions", metadata["duplicate_completions"]),
         ("tokenizer fingerprint", metadata["tokenizer_fingerprint"]),
     ]
+    soft = metadata.get("soft_labels")
+    if soft and soft.get("complete"):
+        rows += [
+            (
+                "soft labels",
+                f"top-{soft['k']} {soft['logprob_dtype']} log-probs ({soft['logprob_mode']}), "
+                f"{soft['engine']['version']}, {soft['bytes_per_token']:.0f} bytes/token on disk",
+            ),
+            ("soft-label alignment", soft["alignment"]),
+            ("soft-label tail", soft["tail"]),
+        ]
     return (
         CARD_HEADER
         + f"\n# Hard labels from `{teacher['model']}`\n\n"

@@ -56,10 +56,11 @@ REQUIRED_COLUMNS = (
 
 
 class ShardStore:
-    """Append-only parquet shards under `output_dir/.shards`, each written atomically."""
+    """Append-only parquet shards under `output_dir/<subdir>`, each written atomically; rows keyed by `id`."""
 
-    def __init__(self, output_dir: str | Path):
-        self.directory = Path(output_dir) / SHARDS_DIR
+    def __init__(self, output_dir: str | Path, schema: pa.Schema = SCHEMA, subdir: str = SHARDS_DIR):
+        self.directory = Path(output_dir) / subdir
+        self.schema = schema
 
     def write(self, rows: list[dict[str, Any]]) -> Path | None:
         if not rows:
@@ -67,7 +68,7 @@ class ShardStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"part-{uuid.uuid4().hex[:12]}.parquet"
         tmp = path.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+        pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), tmp)
         tmp.rename(path)
         return path
 
@@ -87,20 +88,25 @@ class ShardStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def write_dataset(output_dir: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
+def write_dataset(
+    output_dir: str | Path, rows: list[dict[str, Any]], schema: pa.Schema = SCHEMA
+) -> list[Path]:
     """Write rows as `data/train-XXXXX-of-YYYYY.parquet`, replacing any previous data atomically."""
     output_dir = Path(output_dir)
     staging = output_dir / f".{DATA_DIR}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA) if rows else SCHEMA.empty_table()
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     n_files = max(1, -(-len(rows) // ROWS_PER_FILE))
     for index in range(n_files):
         part = table.slice(index * ROWS_PER_FILE, ROWS_PER_FILE)
         pq.write_table(part, staging / f"train-{index:05d}-of-{n_files:05d}.parquet")
-    final = output_dir / DATA_DIR
-    shutil.rmtree(final, ignore_errors=True)
+    final, previous = output_dir / DATA_DIR, output_dir / f".{DATA_DIR}.old"
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
     staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
     return sorted(final.glob("*.parquet"))
 
 

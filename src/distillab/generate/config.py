@@ -127,6 +127,8 @@ class GenerateConfig:
             raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
         if self.soft_labels_k < 0:
             raise ConfigError(f"--soft_labels_k must be >= 0, got {self.soft_labels_k}")
+        if self.soft_labels_k and self.engine == "openai":
+            raise ConfigError("--soft_labels_k needs a local teacher: --engine transformers or vllm")
 
     @property
     def greedy(self) -> bool:

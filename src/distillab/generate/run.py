@@ -38,8 +38,7 @@ def generate(config: GenerateConfig) -> Path:
         )
     if previous and not stale and previous.get("complete"):
         print(f"generate: {output_dir} is already complete ({previous['rows']} rows); nothing to do")
-        _maybe_push(config, output_dir)
-        return output_dir
+        return _finish(config, output_dir)
 
     # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
@@ -71,8 +70,7 @@ def generate(config: GenerateConfig) -> Path:
     print(
         f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})"
     )
-    _maybe_push(config, output_dir)
-    return output_dir
+    return _finish(config, output_dir)
 
 
 def _make_writable(output_dir: Path, replace: bool) -> None:
@@ -166,7 +164,26 @@ def _metadata(
     return metadata
 
 
-def _maybe_push(config: GenerateConfig, output_dir: Path) -> None:
+def _finish(config: GenerateConfig, output_dir: Path) -> Path:
+    """Optional soft labels on the same rows, then the optional Hub push."""
+    if config.soft_labels_k:
+        from distillab.generate.label import LabelConfig, label
+
+        label(
+            LabelConfig(
+                dataset=str(output_dir),
+                model=config.model,
+                revision=config.revision,
+                engine=config.engine,
+                soft_labels_k=config.soft_labels_k,
+                batch_size=config.batch_size,
+                dtype=config.dtype,
+                device=config.device,
+                max_model_len=config.max_model_len,
+                kv_cache_gib=config.kv_cache_gib,
+            )
+        )
     if config.push_to_hub:
         url = push_to_hub(output_dir, config.push_to_hub, private=config.private)
         print(f"generate: pushed to {url}")
+    return output_dir

