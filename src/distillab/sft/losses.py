@@ -36,20 +36,20 @@ with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum
                  the k ids, x_i / tau - logsumexp(x / tau), and its mass outside them, one extra outcome where
                  the teacher is zero. The student is thus penalised for mass outside the top-k through the
                  normaliser. reverse_kl is infinite here (p > 0 where q = 0) and is rejected.
-    tail_bucket  both distributions are coarse-grained at temperature 1 to k + 1 outcomes, the k ids plus one
-                 bucket holding R (teacher) and r = 1 - sum_k p_i (student), then tempered alike, softmax(log(.)
-                 / tau): the tail is tempered as if it were one token. At tau = 1 this is the exact divergence
+    tail_bucket  both distributions are coarse-grained at temperature 1 to k + 1 outcomes, the k ids plus
+                 one bucket holding R (teacher) and r = 1 - sum_k p_i (student), then tempered alike,
+                 softmax(log(.) / tau): the tail is tempered as if it were one token. At tau = 1 this is the exact divergence
                  of the coarse-grained distributions (a lower bound of the full one); with k = V the bucket is
                  empty and the loss equals the dense one for every tau.
 
 Tails are log(1 - exp(logsumexp(log-probs))), computed stably; a tail within the rounding error of the sum
-(n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability LOG_ZERO so that no
-infinity ever reaches the arithmetic or the gradients.
+(n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability
+LOG_ZERO, so no infinity reaches the arithmetic or the gradients.
 
-Memory: one autograd.Function walks the supervised tokens in chunks and computes the gradient with respect to
-the student logits chunk by chunk during the forward pass (as Liger-Kernel does); backward only scales it. Apart
-from that gradient nothing of size [tokens, vocab] is allocated. The sparse path touches the vocabulary through
-one log-softmax per chunk (two when tau != 1 with ``renormalize``); everything else is [tokens, k].
+Memory: one autograd.Function walks the supervised tokens in chunks and computes the gradient with respect
+to the student logits chunk by chunk during the forward pass (as Liger-Kernel does); backward only scales it.
+Apart from that gradient nothing of size [tokens, vocab] is allocated. The sparse path touches the vocabulary
+through one log-softmax per chunk (two when tau != 1 with ``renormalize``); everything else is [tokens, k].
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class KDLossConfig:
 
 @dataclass(frozen=True)
 class KDLossOutput:
-    """`loss` is differentiable; `kd`, `ntp` and `z` are its unweighted terms, detached, reduced like it."""
+    """`loss` is differentiable; `kd` (before lam * tau**2), `ntp`, `z` are its terms, detached, reduced alike."""
 
     loss: Tensor
     kd: Tensor
@@ -160,6 +160,7 @@ def kd_loss(
 
     Args:
         student_logits: [B, T, V], any float dtype (computed in float32 or wider, gradient in this dtype).
+            Pass the model's full logits with shifted labels: a non-contiguous slice would be copied.
         labels: [B, T] next-token ids aligned with the logits (``labels[b, t]`` is token t + 1), -100 = skip.
         teacher_logits: dense targets [B, T, V], the live teacher's logits at the same positions.
         teacher_topk_ids, teacher_topk_logprobs: sparse targets [B, T, k], raw top-k log-probs at temperature 1.
@@ -243,7 +244,7 @@ def validate_soft_labels(
         )
     ids, logprobs = ids[:n_positions, :k], logprobs[:n_positions, :k].double()
     padding = ids == PAD_ID
-    bad = (ids < 0) & ~padding | (ids >= vocab_size)
+    bad = ((ids < 0) & ~padding) | (ids >= vocab_size)
     if bad.any():
         position, slot = bad.nonzero()[0].tolist()
         raise DataError(
@@ -437,9 +438,8 @@ def _student_grad(
 ) -> Tensor:
     """Chain rule through log-softmax, in place: d log p_i / dx_j = (delta_ij - p_j) / temperature."""
     lam = config.lam
-    p_coef = weight * (
-        (1 - lam) + 2 * config.z_loss * student.logsumexp
-    )  # NTP and z-loss terms on softmax(x)
+    # NTP: (1 - lam) (softmax(x) - onehot(y)); z-loss: 2 z_loss logsumexp(x) softmax(x); KD: via its leaf.
+    p_coef = weight * ((1 - lam) + 2 * config.z_loss * student.logsumexp)
     tempered_softmax = None
     if kd is not None:
         kd_grad = kd.grad.mul_(weight * lam * config.temperature**2 / kd.temperature)
