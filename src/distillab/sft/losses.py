@@ -38,9 +38,9 @@ with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum
                  normaliser. reverse_kl is infinite here (p > 0 where q = 0) and is rejected.
     tail_bucket  both distributions are coarse-grained at temperature 1 to k + 1 outcomes, the k ids plus
                  one bucket holding R (teacher) and r = 1 - sum_k p_i (student), then tempered alike,
-                 softmax(log(.) / tau): the tail is tempered as if it were one token. At tau = 1 this is the exact divergence
-                 of the coarse-grained distributions (a lower bound of the full one); with k = V the bucket is
-                 empty and the loss equals the dense one for every tau.
+                 softmax(log(.) / tau): the tail is tempered as if it were one token. At tau = 1 this is the
+                 exact divergence of the coarse-grained distributions (a lower bound of the full one); with
+                 k = V the bucket is empty and the loss equals the dense one for every tau.
 
 Tails are log(1 - exp(logsumexp(log-probs))), computed stably; a tail within the rounding error of the sum
 (n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability
