@@ -1,0 +1,4 @@
+from distillab.sft import main
+
+if __name__ == "__main__":
+    main()

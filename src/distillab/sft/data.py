@@ -1,0 +1,307 @@
+"""Hard-label rows -> the token sequences a student trains on. Shared by `sft` and `kd`: both train on exactly
+these tokens, in this order, so a hard and a soft student of a matched pair see the same token budget D.
+
+Per row (`tokenize_conversation`), through the *student's* chat template:
+
+- `input_ids`: the row's `messages` rendered with the template, ending with the assistant's end-of-turn token
+  (whatever the template renders after it, e.g. ChatML's newline, is not part of the sequence);
+- `labels`: the token ids where the student is supervised, -100 elsewhere (unshifted, as in transformers: the
+  model predicts `labels[t]` from tokens `< t`). Supervised = the teacher's completion and the end-of-turn
+  token: every token after the rendered prompt (`messages[:-1]` + generation prompt), restricted to the
+  template's `{% generation %}` block when it has one.
+- Truncated rows (finish_reason=length): the teacher never ended its turn, so the sequence stops before the
+  end-of-turn token; training on one would teach the student to stop mid-answer. `truncated=drop` leaves
+  such rows out instead.
+
+The classic silent failure is guarded: if the end-of-turn token is not supervised (a template whose
+`{% generation %}` block excludes it, or that does not emit it), the student never learns to stop; that is a
+`ConfigError` before anything is trained.
+
+Then (`fit_to_length`): without packing, or with `bfd` packing, sequences longer than `max_length` are cut
+(rows whose prompt alone fills `max_length` are dropped); `wrapped` and `bfd_split` packing split sequences
+instead of cutting them. Packing uses TRL's `pack_dataset`; `bfd` adds `seq_lengths` (document boundaries for
+padding-free attention). Every count is in the `DataReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.compute as pc
+from trl.chat_template_utils import has_generation_markers
+from trl.data_utils import common_prefix_length, pack_dataset
+
+from distillab.errors import ConfigError, DataError
+
+IGNORE_INDEX = -100
+TOKEN_COLUMNS = ("input_ids", "labels")
+PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")
+
+# Problems `tokenize_conversation` can find in a row.
+NO_ASSISTANT_TURN = "the last message is not the assistant's"
+NO_END_OF_TURN = "no end-of-turn token after the completion"
+END_OF_TURN_NOT_SUPERVISED = "end-of-turn token outside the loss mask"
+
+PROBE_CONVERSATION = [
+    {"role": "user", "content": "What is 2 + 2?"},
+    {"role": "assistant", "content": "2 + 2 = 4."},
+]
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How hard-label rows become training sequences (the SFT/KD config fields of the same names)."""
+
+    max_length: int | None = 1024
+    packing: bool = False
+    packing_strategy: str = "bfd"
+    truncated: str = "keep"
+    end_of_turn_token: str | None = None  # default: the tokenizer's eos token
+    shuffle: bool = False
+    seed: int = 42
+    num_proc: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> DataOptions:
+        return cls(
+            max_length=config.max_length,
+            packing=config.packing,
+            packing_strategy=config.packing_strategy,
+            truncated=config.truncated,
+            end_of_turn_token=config.eos_token,
+            shuffle=config.shuffle_dataset,
+            seed=config.seed,
+            num_proc=config.dataset_num_proc,
+        )
+
+    @property
+    def cuts_long_sequences(self) -> bool:
+        """True when sequences over max_length lose their tail (no packing, or bfd packing)."""
+        return self.max_length is not None and (not self.packing or self.packing_strategy == "bfd")
+
+
+@dataclass
+class DataReport:
+    """What happened to the rows on their way to training sequences."""
+
+    rows: int = 0
+    truncated_rows_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    rows_cut_at_max_length: int = 0
+    tokens_cut: int = 0
+    supervised_tokens_cut: int = 0
+    sequences: int = 0
+    tokens: int = 0
+    supervised_tokens: int = 0  # per epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.rows} rows -> {self.sequences} sequences, {self.tokens:,} tokens "
+            f"({self.supervised_tokens:,} supervised per epoch)"
+        ]
+        if self.truncated_rows_kept:
+            parts.append(f"{self.truncated_rows_kept} truncated rows kept without end-of-turn")
+        if self.rows_cut_at_max_length:
+            parts.append(
+                f"{self.rows_cut_at_max_length} rows cut at max_length ({self.tokens_cut:,} tokens, "
+                f"{self.supervised_tokens_cut:,} supervised)"
+            )
+        parts += [f"{count} rows dropped ({reason})" for reason, count in self.dropped.items() if count]
+        return "; ".join(parts)
+
+
+@dataclass
+class TrainingData:
+    dataset: Any  # datasets.Dataset: input_ids, labels (+ seq_lengths with bfd packing)
+    report: DataReport
+
+
+def build_training_data(hard_labels, tokenizer, options: DataOptions) -> TrainingData:
+    """The training sequences of a hard-label dataset for a student tokenizer (deterministic)."""
+    if len(hard_labels) == 0:
+        raise DataError("the hard-label dataset has no rows")
+    end_of_turn_id = end_of_turn_token_id(tokenizer, options.end_of_turn_token)
+    check_end_of_turn_supervised(tokenizer, end_of_turn_id)
+    rows = tokenize_hard_labels(hard_labels, tokenizer, end_of_turn_id, options.num_proc)
+    report = DataReport(rows=len(hard_labels))
+    rows = _apply_truncated_policy(rows, options.truncated, report)
+    rows = _drop_rows_without_supervision(rows, report)
+    return TrainingData(fit_to_length(rows, options, report), report)
+
+
+def end_of_turn_token_id(tokenizer, token: str | None = None) -> int:
+    """Id of the token that ends an assistant turn: `token`, else the tokenizer's eos token."""
+    token = token or tokenizer.eos_token
+    if token is None:
+        raise ConfigError(
+            "the student tokenizer has no eos token: set --eos_token to the token ending an assistant turn"
+        )
+    if token not in tokenizer.get_vocab():
+        raise ConfigError(
+            f"end-of-turn token {token!r} (--eos_token) is not in the student tokenizer's vocabulary"
+        )
+    return tokenizer.convert_tokens_to_ids(token)
+
+
+def check_end_of_turn_supervised(tokenizer, end_of_turn_id: int) -> None:
+    """Refuse a chat template that would never teach the student to stop (tested on a probe conversation)."""
+    problem = tokenize_conversation(PROBE_CONVERSATION, tokenizer, end_of_turn_id)["problem"]
+    token = tokenizer.convert_ids_to_tokens(end_of_turn_id)
+    if problem == NO_END_OF_TURN:
+        raise ConfigError(
+            f"the student's chat template does not end an assistant turn with the end-of-turn token {token!r}; "
+            "set --eos_token to the token that does (e.g. <|im_end|>, <|eot_id|>, <end_of_turn>)"
+        )
+    if problem == END_OF_TURN_NOT_SUPERVISED:
+        raise ConfigError(
+            f"the student's chat template leaves the end-of-turn token {token!r} out of its "
+            "{% generation %} block, so it is not in the loss mask and the student would never learn to stop; "
+            "move it inside {% generation %}...{% endgeneration %} (--chat_template_path)"
+        )
+
+
+def tokenize_conversation(
+    messages: list[dict[str, str]], tokenizer, end_of_turn_id: int, finished: bool = True
+) -> dict:
+    """One conversation -> input_ids, labels and `problem` ("" when fine); see the module docstring."""
+    if not messages or messages[-1]["role"] != "assistant":
+        return {"input_ids": [], "labels": [], "problem": NO_ASSISTANT_TURN}
+    markers = has_generation_markers(tokenizer.chat_template)
+    prompt_ids = tokenizer.apply_chat_template(
+        messages[:-1], tokenize=True, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=markers
+    )
+    input_ids = list(rendered["input_ids"])
+    start = common_prefix_length(prompt_ids, input_ids)
+    supervised = rendered["assistant_masks"] if markers else [1] * len(input_ids)
+    labels = [
+        token if position >= start and supervised[position] else IGNORE_INDEX
+        for position, token in enumerate(input_ids)
+    ]
+    end = _find(input_ids, end_of_turn_id, start)
+    if end is None:
+        return {"input_ids": input_ids, "labels": labels, "problem": NO_END_OF_TURN}
+    stop = end + 1 if finished else end
+    problem = END_OF_TURN_NOT_SUPERVISED if finished and labels[end] == IGNORE_INDEX else ""
+    return {"input_ids": input_ids[:stop], "labels": labels[:stop], "problem": problem}
+
+
+def tokenize_hard_labels(hard_labels, tokenizer, end_of_turn_id: int, num_proc: int | None = None):
+    """Rows -> id, input_ids, labels, truncated (bool); a `DataError` names rows the template cannot handle."""
+    rows = hard_labels.map(
+        _tokenize_row,
+        fn_kwargs={"tokenizer": tokenizer, "end_of_turn_id": end_of_turn_id},
+        remove_columns=[c for c in hard_labels.column_names if c != "id"],
+        num_proc=num_proc,
+        desc="Tokenizing hard labels",
+    )
+    problems = [
+        (row_id, problem) for row_id, problem in zip(rows["id"], rows["problem"], strict=True) if problem
+    ]
+    if problems:
+        row_id, problem = problems[0]
+        raise DataError(
+            f"{len(problems)} row(s) cannot be trained on through the student's chat template "
+            f"(first: id {row_id}: {problem})"
+        )
+    return rows.remove_columns("problem")
+
+
+def _tokenize_row(row: dict, tokenizer, end_of_turn_id: int) -> dict:
+    truncated = row["finish_reason"] == "length"
+    return {
+        **tokenize_conversation(row["messages"], tokenizer, end_of_turn_id, not truncated),
+        "truncated": truncated,
+    }
+
+
+def _apply_truncated_policy(rows, policy: str, report: DataReport):
+    truncated = sum(rows["truncated"])
+    if policy == "drop":
+        rows = rows.filter(lambda flag: not flag, input_columns="truncated")
+        report.dropped["truncated (finish_reason=length)"] = truncated
+        if len(rows) == 0:
+            raise DataError(
+                "every row is truncated (finish_reason=length) and truncated=drop: use --truncated keep, "
+                "or regenerate with a larger max_new_tokens"
+            )
+    else:
+        report.truncated_rows_kept = truncated
+    return rows
+
+
+def _drop_rows_without_supervision(rows, report: DataReport):
+    kept = rows.filter(lambda labels: any(t != IGNORE_INDEX for t in labels), input_columns="labels")
+    report.dropped["no completion tokens"] = len(rows) - len(kept)
+    if len(kept) == 0:
+        raise DataError("no row has a completion token to train on")
+    return kept
+
+
+def fit_to_length(rows, options: DataOptions, report: DataReport, token_columns=TOKEN_COLUMNS):
+    """Cut (no packing, bfd) or split (wrapped, bfd_split) to `max_length`, shuffle if asked, then pack.
+
+    `token_columns` are the per-token columns carried along (KD adds its teacher columns); row order is kept
+    unless `options.shuffle`.
+    """
+    if options.cuts_long_sequences:
+        rows = _cut_at_max_length(rows, options.max_length, token_columns, report)
+    rows = rows.select_columns(list(token_columns))
+    if options.shuffle:
+        rows = rows.shuffle(seed=options.seed).flatten_indices()
+    if options.packing:
+        if options.packing_strategy not in PACKING_STRATEGIES:
+            raise ConfigError(
+                f"unknown packing strategy {options.packing_strategy!r}; choose from {PACKING_STRATEGIES}"
+            )
+        rows = pack_dataset(
+            rows, options.max_length, options.packing_strategy, {"num_proc": options.num_proc}
+        )
+    labels = rows.with_format("arrow")["labels"]
+    report.sequences = len(rows)
+    report.tokens = pc.sum(pc.list_value_length(labels)).as_py()
+    report.supervised_tokens = supervised_token_count(rows)
+    return rows
+
+
+def supervised_token_count(sequences) -> int:
+    """Number of supervised tokens (labels != -100) in a dataset of training sequences."""
+    labels = pc.list_flatten(sequences.with_format("arrow")["labels"])
+    return pc.sum(pc.not_equal(labels, IGNORE_INDEX)).as_py() or 0
+
+
+def _cut_at_max_length(rows, max_length: int, token_columns, report: DataReport):
+    stats = rows.map(
+        lambda labels: {
+            "length": len(labels),
+            "supervised_kept": sum(t != IGNORE_INDEX for t in labels[:max_length]),
+            "supervised_cut": sum(t != IGNORE_INDEX for t in labels[max_length:]),
+        },
+        input_columns="labels",
+        remove_columns=rows.column_names,
+    )
+    lengths, kept, cut = stats["length"], stats["supervised_kept"], stats["supervised_cut"]
+    keep = [i for i, supervised in enumerate(kept) if supervised]
+    if not keep:
+        shortest_prompt = min(length - s - c for length, s, c in zip(lengths, kept, cut, strict=True))
+        raise DataError(
+            f"max_length={max_length} leaves no completion token to train on: the shortest prompt is "
+            f"{shortest_prompt} tokens; raise --max_length"
+        )
+    report.dropped["prompt fills max_length"] = len(lengths) - len(keep)
+    report.rows_cut_at_max_length = sum(lengths[i] > max_length for i in keep)
+    report.tokens_cut = sum(max(0, lengths[i] - max_length) for i in keep)
+    report.supervised_tokens_cut = sum(cut[i] for i in keep)
+    rows = rows.select(keep) if len(keep) < len(lengths) else rows
+    return rows.map(lambda row: {c: row[c][:max_length] for c in token_columns}, desc="Cutting at max_length")
+
+
+def _find(ids: list[int], token: int, start: int) -> int | None:
+    return next((i for i in range(start, len(ids)) if ids[i] == token), None)

@@ -1,0 +1,55 @@
+"""TRL's SFTTrainer on distillab's pre-tokenised sequences, counting the tokens it actually trains on.
+
+D (the supervised tokens trained on, DESIGN.md section 3) is counted from the batches themselves: the label
+positions that enter the loss (`labels[..., 1:] != -100`, the causal shift), summed over processes and
+micro-batches, so partial epochs, `max_steps` and packing boundaries are all accounted for. The count travels
+in every checkpoint (`ExportableState`), so a resumed run reports the same D as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+from trl import SFTTrainer
+
+from distillab.sft.data import IGNORE_INDEX
+
+
+class TrainedTokenCounter(TrainerCallback, ExportableState):
+    """Supervised tokens (D) and all tokens processed, over every process; restored on resume."""
+
+    def __init__(self, supervised: int = 0, processed: int = 0):
+        self.supervised = supervised
+        self.processed = processed
+
+    def count(self, accelerator, inputs: dict[str, torch.Tensor]) -> None:
+        labels = inputs["labels"]
+        supervised = (labels[..., 1:] != IGNORE_INDEX).sum()
+        mask = inputs.get("attention_mask")
+        processed = mask.sum() if mask is not None else torch.tensor(labels.numel(), device=labels.device)
+        total = accelerator.reduce(torch.stack([supervised, processed]), reduction="sum")
+        self.supervised += int(total[0])
+        self.processed += int(total[1])
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"supervised": self.supervised, "processed": self.processed}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = state.stateful_callbacks.get(type(self).__name__)
+        if isinstance(saved, dict):  # a resumed run: the counts of its checkpoint
+            self.supervised = saved["attributes"]["supervised"]
+            self.processed = saved["attributes"]["processed"]
+
+
+class DistillabSFTTrainer(SFTTrainer):
+    """SFTTrainer that counts the tokens it trains on (`self.token_counter`). KD subclasses it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.token_counter = TrainedTokenCounter()
+        self.add_callback(self.token_counter)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.token_counter.count(self.accelerator, inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
