@@ -21,10 +21,20 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # name -> LlamaConfig overrides. head_dim 32 is supported by every engine (vLLM's CPU attention included).
 MODEL_SIZES = {
-    "tiny-1m": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=384),
-    "tiny-10m": dict(hidden_size=256, num_hidden_layers=10, num_attention_heads=8, num_key_value_heads=4,
-                     intermediate_size=768),
+    "tiny-1m": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=384,
+    ),
+    "tiny-10m": dict(
+        hidden_size=256,
+        num_hidden_layers=10,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        intermediate_size=768,
+    ),
 }
 
 
