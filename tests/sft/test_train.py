@@ -1,0 +1,297 @@
+"""End to end on tiny models, in process: teacher labels -> SFT -> run folder; resume; LoRA; bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from distillab.data.hardlabels import load_hard_labels, write_dataset, write_metadata
+from distillab.sft import main
+from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
+from distillab.sft.run_folder import RUN_RECORD_NAME, read_run_record
+from distillab.sft.train import INIT_DIR
+from tests.cli import assert_user_error, run_distillab
+
+pytestmark = pytest.mark.slow
+
+# A 2-layer student with the teacher's tokenizer: N = 2 x (attention 64*32*(2*2 + 2*1) + MLP 3*64*128) = 73,728
+FRESH = [
+    "--student_kind",
+    "fresh",
+    "--student_num_layers",
+    "2",
+    "--student_hidden_size",
+    "64",
+    "--student_num_heads",
+    "2",
+    "--student_num_kv_heads",
+    "1",
+    "--student_intermediate_size",
+    "128",
+]
+FRESH_N = 73_728
+
+
+def sft_argv(dataset, output_dir, *extra: str) -> list[str]:
+    return [
+        "--dataset_name",
+        str(dataset),
+        "--output_dir",
+        str(output_dir),
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "3e-3",
+        "--logging_steps",
+        "1",
+        "--seed",
+        "0",
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
+
+
+@torch.no_grad()
+def cross_entropy(model, sequences) -> float:
+    """Mean next-token cross-entropy (nats) over the supervised tokens, computed from the logits by hand."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for ids, labels in zip(sequences["input_ids"], sequences["labels"], strict=True):
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        targets = torch.tensor(labels[1:])
+        total += F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        count += int((targets != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return total / count
+
+
+class HeldOutCrossEntropy(TrainerCallback):
+    """The student's cross-entropy on held-out teacher completions, before and after training."""
+
+    def __init__(self, sequences):
+        self.sequences = sequences
+        self.before = self.after = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.before = cross_entropy(model, self.sequences)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.after = cross_entropy(model, self.sequences)
+
+
+def run_sft(argv: list[str], callbacks=()):
+    from distillab.configs import parse_config
+    from distillab.sft.config import DistillabSFTConfig
+    from distillab.sft.train import train_student
+
+    return train_student(parse_config(DistillabSFTConfig, argv), callbacks)
+
+
+def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, tmp_path, capsys):
+    train_dir, held_out_dir = split_hard_labels
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    held_out = build_training_data(load_hard_labels(str(held_out_dir)), tokenizer, DataOptions()).dataset
+    probe = HeldOutCrossEntropy(held_out)
+    output_dir = tmp_path / "run"
+    epochs = 4
+    run_sft(sft_argv(train_dir, output_dir, *FRESH, "--num_train_epochs", str(epochs)), [probe])
+
+    record = read_run_record(output_dir)
+    losses = [entry["loss"] for entry in record["loss_history"]]
+    assert len(losses) == epochs * 5  # 40 rows, batch 8
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    assert probe.after < probe.before - 0.5, (probe.before, probe.after)
+
+    # the run folder: a plain HF model (the trained one) + tokenizer + record + card
+    student = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert cross_entropy(student, held_out) == pytest.approx(probe.after, abs=1e-4)
+    assert AutoTokenizer.from_pretrained(output_dir).chat_template == tokenizer.chat_template
+    assert "# distillab sft student" in (output_dir / "README.md").read_text()
+    assert not (output_dir / INIT_DIR).exists()
+
+    train_data = build_training_data(load_hard_labels(str(train_dir)), tokenizer, DataOptions())
+    assert record["complete"] and record["method"] == "sft"
+    assert record["student"]["kind"] == "fresh" and record["student"]["source"] == str(tiny_teacher)
+    assert record["params_non_embedding"] == FRESH_N
+    assert record["train_tokens"] == epochs * train_data.report.supervised_tokens
+    assert record["tokens_processed"] == epochs * train_data.report.tokens
+    flops = record["flops"]
+    assert flops["student_train"] == 3 * flops["student_forward"]["per_token"] * record["train_tokens"]
+    rows = load_hard_labels(str(train_dir))
+    teacher_tokens = sum(rows["prompt_tokens"]) + sum(rows["completion_tokens"])
+    assert flops["teacher_generation"] == flops["teacher_forward"]["per_token"] * teacher_tokens
+    assert record["teacher"]["model"] == str(tiny_teacher)
+    assert record["details"]["data"]["truncated_rows_kept"] == 40
+
+    # relaunching a finished run does nothing
+    capsys.readouterr()
+    before = (output_dir / RUN_RECORD_NAME).read_text()
+    run_sft(sft_argv(train_dir, output_dir, *FRESH))
+    assert "already a complete run" in capsys.readouterr().out
+    assert (output_dir / RUN_RECORD_NAME).read_text() == before
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp_path):
+    argv = [
+        *FRESH,
+        "--max_steps",
+        "6",
+        "--save_steps",
+        "2",
+        "--packing",
+        "true",
+        "--packing_strategy",
+        "wrapped",
+        "--max_length",
+        "64",
+    ]
+    run_sft(sft_argv(hard_label_dir, tmp_path / "reference", *argv))
+    reference = read_run_record(tmp_path / "reference")
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(Killed):
+        run_sft(sft_argv(hard_label_dir, interrupted, *argv), [KillAfterCheckpoint(4)])
+    assert read_run_record(interrupted)["complete"] is False
+    assert (interrupted / "checkpoint-4").is_dir()
+
+    run_sft(sft_argv(hard_label_dir, interrupted, *argv))
+    resumed = read_run_record(interrupted)
+    assert resumed["complete"] and resumed["training"]["resumed_from_step"] == 4
+    assert resumed["training"]["global_step"] == 6
+    assert [e["step"] for e in resumed["loss_history"]] == [1, 2, 3, 4, 5, 6]
+    assert [e["loss"] for e in resumed["loss_history"]] == pytest.approx(
+        [e["loss"] for e in reference["loss_history"]], rel=1e-5
+    )
+    assert resumed["train_tokens"] == reference["train_tokens"]
+
+
+def test_lora_on_a_pruned_teacher_saves_merged_weights(hard_label_dir, tiny_teacher, tmp_path):
+    output_dir = tmp_path / "lora"
+    run_sft(
+        sft_argv(
+            hard_label_dir,
+            output_dir,
+            "--student_kind",
+            "pruned",
+            "--prune_keep_every",
+            "2",
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "4",
+            "--lora_alpha",
+            "8",
+            "--save_merged",
+            "true",
+            "--max_steps",
+            "3",
+            "--learning_rate",
+            "1e-2",
+        )
+    )
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher)
+    merged = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert merged.config.num_hidden_layers == 2 and not hasattr(merged, "peft_config")
+    assert json.loads((output_dir / "adapter" / "adapter_config.json").read_text())["r"] == 4
+    # teacher layer 2 became layer 1: LoRA moved its projections, the frozen norms stayed
+    new, old = merged.model.layers[1], teacher.model.layers[2]
+    assert not torch.allclose(new.self_attn.q_proj.weight, old.self_attn.q_proj.weight)
+    assert torch.equal(new.input_layernorm.weight, old.input_layernorm.weight)
+    assert torch.equal(merged.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
+
+    record = read_run_record(output_dir)
+    assert record["params_non_embedding"] == 2 * (128 * 32 * (2 * 4 + 2 * 2) + 3 * 128 * 384)
+    assert record["student"]["peft"]["r"] == 4 and record["student"]["merged"] is True
+    assert not (output_dir / INIT_DIR).exists()
+
+
+def write_without_column(directory, rows, column):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (directory / "data").mkdir(parents=True)
+    table = pa.Table.from_pylist([{k: v for k, v in row.items() if k != column} for row in rows])
+    pq.write_table(table, directory / "data" / "train-00000-of-00001.parquet")
+    return directory
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, hard_label_rows, tiny_teacher):
+    """name -> (argv, expected error text)."""
+    import shutil
+
+    rows, metadata = hard_label_rows
+    no_template = tmp_path / "no-template"
+    shutil.copytree(tiny_teacher, no_template)
+    (no_template / "chat_template.jinja").unlink()
+    empty = tmp_path / "empty"
+    write_dataset(empty, [])
+    write_metadata(empty, {**metadata, "rows": 0, "complete": True})
+    good = [str(tmp_path / "hard-labels")]
+    write_dataset(good[0], rows)
+    write_metadata(good[0], metadata)
+    return {
+        "missing column": (
+            [
+                *sft_argv(
+                    write_without_column(tmp_path / "no-completion", rows, "completion"), tmp_path / "out"
+                ),
+                *FRESH,
+                "--model_name_or_path",
+                str(tiny_teacher),
+            ],
+            "lacks column(s) completion",
+        ),
+        "empty dataset": ([*sft_argv(empty, tmp_path / "out"), *FRESH], "the hard-label dataset has no rows"),
+        "max_length below every prompt": (
+            [*sft_argv(good[0], tmp_path / "out"), *FRESH, "--max_length", "8"],
+            "max_length=8 leaves no completion",
+        ),
+        "no chat template": (
+            [*sft_argv(good[0], tmp_path / "out"), "--model_name_or_path", str(no_template)],
+            "has no chat template: pass --chat_template_path",
+        ),
+        "missing model": (
+            [*sft_argv(good[0], tmp_path / "out"), "--model_name_or_path", str(tmp_path / "nowhere")],
+            "cannot load the student's tokenizer from",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing column", "empty dataset", "max_length below every prompt", "no chat template", "missing model"],
+)
+def test_bad_input_is_a_one_line_error_before_anything_is_written(bad_inputs, case, tmp_path, capsys):
+    argv, message = bad_inputs[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_error_contract_in_a_subprocess(bad_inputs, tmp_path):
+    argv, message = bad_inputs["missing model"]
+    assert_user_error(run_distillab("sft", *argv), message)
+    assert not (tmp_path / "out").exists()
