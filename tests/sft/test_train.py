@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 
 import pytest
 import torch
@@ -19,41 +21,18 @@ from tests.cli import assert_user_error, run_distillab
 pytestmark = pytest.mark.slow
 
 # A 2-layer student with the teacher's tokenizer: N = 2 x (attention 64*32*(2*2 + 2*1) + MLP 3*64*128) = 73,728
-FRESH = [
-    "--student_kind",
-    "fresh",
-    "--student_num_layers",
-    "2",
-    "--student_hidden_size",
-    "64",
-    "--student_num_heads",
-    "2",
-    "--student_num_kv_heads",
-    "1",
-    "--student_intermediate_size",
-    "128",
-]
+FRESH = shlex.split(
+    "--student_kind fresh --student_num_layers 2 --student_hidden_size 64 --student_num_heads 2 "
+    "--student_num_kv_heads 1 --student_intermediate_size 128"
+)
 FRESH_N = 73_728
 
 
 def sft_argv(dataset, output_dir, *extra: str) -> list[str]:
-    return [
-        "--dataset_name",
-        str(dataset),
-        "--output_dir",
-        str(output_dir),
-        "--per_device_train_batch_size",
-        "8",
-        "--learning_rate",
-        "3e-3",
-        "--logging_steps",
-        "1",
-        "--seed",
-        "0",
-        "--disable_tqdm",
-        "true",
-        *extra,
-    ]
+    common = (
+        "--per_device_train_batch_size 8 --learning_rate 3e-3 --logging_steps 1 --seed 0 --disable_tqdm true"
+    )
+    return ["--dataset_name", str(dataset), "--output_dir", str(output_dir), *shlex.split(common), *extra]
 
 
 @torch.no_grad()
@@ -153,16 +132,9 @@ class KillAfterCheckpoint(TrainerCallback):
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp_path):
     argv = [
         *FRESH,
-        "--max_steps",
-        "6",
-        "--save_steps",
-        "2",
-        "--packing",
-        "true",
-        "--packing_strategy",
-        "wrapped",
-        "--max_length",
-        "64",
+        *shlex.split(
+            "--max_steps 6 --save_steps 2 --packing true --packing_strategy wrapped --max_length 64"
+        ),
     ]
     run_sft(sft_argv(hard_label_dir, tmp_path / "reference", *argv))
     reference = read_run_record(tmp_path / "reference")
@@ -186,26 +158,10 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp
 
 def test_lora_on_a_pruned_teacher_saves_merged_weights(hard_label_dir, tiny_teacher, tmp_path):
     output_dir = tmp_path / "lora"
+    lora = "--student_kind pruned --prune_keep_every 2 --use_peft true --lora_r 4 --lora_alpha 8 --save_merged true"
     run_sft(
         sft_argv(
-            hard_label_dir,
-            output_dir,
-            "--student_kind",
-            "pruned",
-            "--prune_keep_every",
-            "2",
-            "--use_peft",
-            "true",
-            "--lora_r",
-            "4",
-            "--lora_alpha",
-            "8",
-            "--save_merged",
-            "true",
-            "--max_steps",
-            "3",
-            "--learning_rate",
-            "1e-2",
+            hard_label_dir, output_dir, *shlex.split(lora), "--max_steps", "3", "--learning_rate", "1e-2"
         )
     )
     teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher)
@@ -235,43 +191,30 @@ def write_without_column(directory, rows, column):
 
 
 @pytest.fixture
-def bad_inputs(tmp_path, hard_label_rows, tiny_teacher):
+def bad_inputs(tmp_path, hard_label_rows, hard_label_dir, tiny_teacher):
     """name -> (argv, expected error text)."""
-    import shutil
-
     rows, metadata = hard_label_rows
+    no_completion = write_without_column(tmp_path / "no-completion", rows, "completion")
+    empty = tmp_path / "empty"
+    write_dataset(empty, [])
+    write_metadata(empty, {**metadata, "rows": 0})
     no_template = tmp_path / "no-template"
     shutil.copytree(tiny_teacher, no_template)
     (no_template / "chat_template.jinja").unlink()
-    empty = tmp_path / "empty"
-    write_dataset(empty, [])
-    write_metadata(empty, {**metadata, "rows": 0, "complete": True})
-    good = [str(tmp_path / "hard-labels")]
-    write_dataset(good[0], rows)
-    write_metadata(good[0], metadata)
+    out = tmp_path / "out"
     return {
-        "missing column": (
-            [
-                *sft_argv(
-                    write_without_column(tmp_path / "no-completion", rows, "completion"), tmp_path / "out"
-                ),
-                *FRESH,
-                "--model_name_or_path",
-                str(tiny_teacher),
-            ],
-            "lacks column(s) completion",
-        ),
-        "empty dataset": ([*sft_argv(empty, tmp_path / "out"), *FRESH], "the hard-label dataset has no rows"),
+        "missing column": (sft_argv(no_completion, out, *FRESH), "lacks column(s) completion"),
+        "empty dataset": (sft_argv(empty, out, *FRESH), "the hard-label dataset has no rows"),
         "max_length below every prompt": (
-            [*sft_argv(good[0], tmp_path / "out"), *FRESH, "--max_length", "8"],
-            "max_length=8 leaves no completion",
+            sft_argv(hard_label_dir, out, *FRESH, "--max_length", "8"),
+            "max_length=8 leaves no completion token",
         ),
         "no chat template": (
-            [*sft_argv(good[0], tmp_path / "out"), "--model_name_or_path", str(no_template)],
+            sft_argv(hard_label_dir, out, "--model_name_or_path", str(no_template)),
             "has no chat template: pass --chat_template_path",
         ),
         "missing model": (
-            [*sft_argv(good[0], tmp_path / "out"), "--model_name_or_path", str(tmp_path / "nowhere")],
+            sft_argv(hard_label_dir, out, "--model_name_or_path", str(tmp_path / "nowhere")),
             "cannot load the student's tokenizer from",
         ),
     }
