@@ -1,0 +1,161 @@
+"""lm-eval runs: the offline arithmetic tasks shipped as YAMLs in `distillab/evaluate/tasks/`, any include path,
+and standard task names (which need the Hub), through `lm_eval.simple_evaluate` on one HFLM per model.
+
+The shipped YAMLs are real lm-eval tasks (`dataset_path: json`); at run time `write_local_tasks` draws their
+documents from reasoning-gym (seeded) into `output_dir/lm_eval/tasks/arithmetic.jsonl` and writes copies of the
+YAMLs pointing at that file there: that folder is the include path, and `lm_eval --include_path` on it repeats
+the run. Each task runs on its own, so a task that cannot load (a Hub task while offline) is recorded as an
+error and the others still run. lm-eval's own files (results_*.json, samples_*.jsonl) are kept per model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillab.errors import ConfigError
+from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
+from distillab.evaluate.evalsets import generator_records
+from distillab.evaluate.models import ModelSpec
+from distillab.evaluate.util import first_line
+from distillab.fileio import atomic_write_text
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+TASK_DATA_NAME = "arithmetic.jsonl"
+DISTRACTOR_OFFSETS = (-10, -2, -1, 1, 2, 10)
+NUM_CHOICES = 4
+
+
+@dataclass
+class LocalTasks:
+    """The include path written for this run and the documents of its offline tasks."""
+
+    include_path: Path
+    data_file: Path
+    questions: list[str] = field(default_factory=list)
+
+
+def multiple_choice_doc(question: str, answer: str, rng: random.Random) -> dict[str, Any]:
+    """{question, answer, choices, label}: the integer answer among NUM_CHOICES - 1 distinct nearby numbers."""
+    value = int(answer)
+    distractors = rng.sample([value + offset for offset in DISTRACTOR_OFFSETS], NUM_CHOICES - 1)
+    choices = [str(v) for v in [value, *distractors]]
+    rng.shuffle(choices)
+    return {"question": question, "answer": answer, "choices": choices, "label": choices.index(answer)}
+
+
+def local_task_docs(num_docs: int, seed: int) -> list[dict[str, Any]]:
+    """The documents of the offline arithmetic tasks (deterministic for a seed)."""
+    rng = random.Random(seed)
+    records = generator_records("basic_arithmetic", num_docs, seed)
+    return [multiple_choice_doc(r["question"], r["answer"], rng) for r in records]
+
+
+def write_local_tasks(directory: Path, num_docs: int, seed: int) -> LocalTasks:
+    """Draw the arithmetic documents and write them + the task YAMLs (pointing at them) into `directory`."""
+    docs = local_task_docs(num_docs, seed)
+    data_file = (directory / TASK_DATA_NAME).resolve()
+    atomic_write_text(data_file, "".join(json.dumps(doc) + "\n" for doc in docs))
+    for task in LOCAL_TASKS:
+        task_config = yaml.safe_load((TASKS_DIR / f"{task}.yaml").read_text())
+        task_config["dataset_kwargs"]["data_files"]["test"] = str(data_file)
+        atomic_write_text(directory / f"{task}.yaml", yaml.safe_dump(task_config, sort_keys=False))
+    return LocalTasks(directory.resolve(), data_file, [doc["question"] for doc in docs])
+
+
+def task_manager(include_paths: list[str], names: list[str]):
+    """A TaskManager that knows `names`: the include paths alone when they hold them all (fast), else with
+    lm-eval's own task catalogue too. Unknown names are a config error before any model runs."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include_paths, include_defaults=False)
+    if all(name in manager.all_tasks for name in names):
+        return manager
+    manager = TaskManager(include_path=include_paths)
+    unknown = [name for name in names if name not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(
+            f"unknown lm-eval task(s): {', '.join(unknown)} (see `lm_eval ls tasks`; folders of local task "
+            "YAMLs go in --lm_eval_include_path)"
+        )
+    return manager
+
+
+def model_args(spec: ModelSpec, config: EvaluateConfig, device: str) -> dict[str, Any]:
+    """HFLM arguments: `pretrained` (the base, for a LoRA adapter given as `peft`), tokenizer, device, dtype."""
+    args: dict[str, Any] = {"pretrained": spec.base or spec.path, "tokenizer": spec.tokenizer_source}
+    if spec.is_adapter:
+        args["peft"] = spec.path
+    return {**args, "device": device, "dtype": config.dtype, "batch_size": config.batch_size}
+
+
+def run_lm_eval(
+    spec: ModelSpec, config: EvaluateConfig, manager, device: str, output_dir: Path, system_prompt: str | None
+) -> dict[str, dict[str, Any]]:
+    """Every configured task on one model: {task: {metrics, stderr, version, n_samples, files} or {error}}
+    (a group task adds one entry per subtask)."""
+    from lm_eval.models.huggingface import HFLM
+
+    args = model_args(spec, config, device)
+    print(f"evaluate: lm-eval on {spec.name}: {', '.join(config.lm_eval_tasks)}", flush=True)
+    lm = HFLM(**args)
+    results: dict[str, dict[str, Any]] = {}
+    for task in config.lm_eval_tasks:
+        results |= _run_task(lm, task, config, manager, output_dir / spec.name / task, system_prompt)
+    return results
+
+
+def _run_task(
+    lm, task: str, config: EvaluateConfig, manager, output_dir: Path, system_prompt: str | None
+) -> dict[str, dict[str, Any]]:
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(output_dir / "results.json"))
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[task],
+            task_manager=manager,
+            limit=config.lm_eval_limit_value,
+            apply_chat_template=config.lm_eval_apply_chat_template,
+            system_instruction=system_prompt,
+            gen_kwargs=config.lm_eval_gen_kwargs,
+            bootstrap_iters=config.lm_eval_bootstrap_iters,
+            evaluation_tracker=tracker,
+            log_samples=True,
+        )
+    except Exception as err:  # a task that cannot load (offline Hub dataset, bad YAML) spares the others
+        print(f"evaluate: warning: lm-eval task {task} failed: {first_line(err)}", flush=True)
+        return {task: {"error": first_line(err)}}
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for name in results["configs"]:
+        tracker.save_results_samples(task_name=name, samples=samples[name])
+    files = sorted(str(p) for p in output_dir.glob("*") if p.is_file())
+    return {name: task_summary(results, name) | {"files": files} for name in results["results"]}
+
+
+def task_summary(results: dict[str, Any], task: str) -> dict[str, Any]:
+    """One task's metrics (filter suffix `,none` dropped), standard errors, version and sample counts."""
+    metrics, stderr = {}, {}
+    for key, value in results["results"][task].items():
+        if "," not in key:  # alias, name, sample_len
+            continue
+        metric, _, filter_name = key.partition(",")
+        name = metric if filter_name == "none" else f"{metric},{filter_name}"
+        if metric.endswith("_stderr"):
+            stderr[name.replace("_stderr", "", 1)] = value if isinstance(value, float) else None
+        else:
+            metrics[name] = value
+    return {
+        "metrics": metrics,
+        "stderr": stderr,
+        "version": results["versions"].get(task),
+        "n_samples": results["n-samples"].get(task),
+    }

@@ -1,0 +1,59 @@
+"""Batched forward passes over an encoded eval set: a model alone (cross-entropy) or a student beside the
+teacher on the same tokens (cross-entropy, KL(teacher‖student), top-1 agreement)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from distillab.evaluate.evalsets import EncodedSet
+from distillab.evaluate.metrics import IGNORE_INDEX, MetricTotals, next_token_positions
+
+
+def padded_batches(
+    encoded: EncodedSet, batch_size: int, pad_id: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(input_ids, attention_mask, labels) batches, right-padded, longest rows first (least padding)."""
+    order = sorted(range(len(encoded.input_ids)), key=lambda i: -len(encoded.input_ids[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(encoded.input_ids[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, index in enumerate(rows):
+            length = len(encoded.input_ids[index])
+            input_ids[row, :length] = torch.tensor(encoded.input_ids[index])
+            labels[row, :length] = torch.tensor(encoded.labels[index])
+            attention_mask[row, :length] = 1
+        yield input_ids, attention_mask, labels
+
+
+@torch.inference_mode()
+def score(
+    model,
+    encoded: EncodedSet,
+    batch_size: int,
+    pad_id: int,
+    teacher=None,
+    description: str = "scoring",
+) -> MetricTotals:
+    """Cross-entropy of `model` on the scored tokens; with `teacher`, also KL(teacher‖model) and top-1
+    agreement (the teacher runs on the same token ids: both must share a tokenizer)."""
+    device = next(model.parameters()).device
+    totals = MetricTotals()
+    n_batches = -(-len(encoded.input_ids) // batch_size)
+    for input_ids, attention_mask, labels in tqdm(
+        padded_batches(encoded, batch_size, pad_id), total=n_batches, desc=description, unit="batch"
+    ):
+        input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
+        logits, targets = next_token_positions(model(input_ids, attention_mask=attention_mask).logits, labels)
+        teacher_logits = None
+        if teacher is not None:
+            teacher_logits, _ = next_token_positions(
+                teacher(input_ids, attention_mask=attention_mask).logits, labels
+            )
+        totals.add(logits, targets, teacher_logits)
+    return totals
