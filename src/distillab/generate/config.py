@@ -87,8 +87,10 @@ class GenerateConfig:
     top_k: int = field(default=0, metadata={"help": "Top-k sampling, 0 = off (only when temperature > 0)."})
     stop: list[str] = field(default_factory=list, metadata={"help": "Extra stop strings."})
     num_generations: int = field(default=1, metadata={"help": "Generations per prompt."})
-    batch_size: int = field(
-        default=16, metadata={"help": "Prompts per engine call; also the shard size flushed to disk."}
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Prompts per engine call; also the shard size flushed to disk "
+                  "(default 16 for transformers, 64 for vllm/openai, which batch continuously)."},
     )
 
     # Soft labels (optional second pass on the same tokens)
@@ -118,6 +120,8 @@ class GenerateConfig:
             raise ConfigError("--engine openai needs --base_url, e.g. http://localhost:8000/v1")
         if bool(self.dataset) == bool(self.generator):
             raise ConfigError("give exactly one prompt source: --dataset (Hub id or file) or --generator")
+        if self.batch_size is None:
+            self.batch_size = 16 if self.engine == "transformers" else 64
         for name in ("max_new_tokens", "num_generations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
