@@ -1,9 +1,10 @@
 """n-gram decontamination: how much of each eval set the training data already contains, and a filter that
 drops contaminated training rows.
 
-Texts are compared as lower-cased word n-grams (words and punctuation marks are tokens). A text overlaps a
-corpus when one of its n-grams occurs in a corpus text; a text shorter than n tokens overlaps when it occurs
-whole inside a corpus text (short prompts such as "Calculate 2 - -1." are then still caught).
+Texts are compared as lower-cased word n-grams (words and punctuation marks are tokens). Two texts overlap
+when they share a run of n tokens or, when one has fewer than n tokens, when it occurs whole inside the other
+(short prompts such as "Calculate 2 - -1." are then still caught). The relation is symmetric, so the report
+(eval rows against the training corpus) and the filter (training rows against the eval corpus) agree.
 
 Standalone: `python -m distillab.evaluate.decontamination --dataset HARD_LABELS --eval_config
 recipes/X/evaluate.yaml --output_dir OUT` writes a copy of a hard-label dataset without the rows whose prompt
@@ -40,14 +41,26 @@ class NgramIndex:
         self.n = n
         self._documents = [words(text) for text in texts]
         self._grams: dict[int, set[tuple[str, ...]]] = {}
+        self._short: dict[int, set[tuple[str, ...]]] = {}  # corpus texts shorter than n, by length
+        for tokens in self._documents:
+            if 0 < len(tokens) < n:
+                self._short.setdefault(len(tokens), set()).add(tuple(tokens))
 
     def overlaps(self, text: str) -> bool:
+        """Does `text` share a run of min(n, its length, a corpus text's length) tokens with a corpus text?"""
         tokens = words(text)
         size = min(self.n, len(tokens))
         if size == 0:
             return False
         grams = self._grams_of_size(size)
-        return any(gram in grams for gram in ngrams(tokens, size))
+        if any(gram in grams for gram in ngrams(tokens, size)):
+            return True
+        return any(
+            gram in short
+            for length, short in self._short.items()
+            if length < size
+            for gram in ngrams(tokens, length)
+        )
 
     def _grams_of_size(self, size: int) -> set[tuple[str, ...]]:
         if size not in self._grams:

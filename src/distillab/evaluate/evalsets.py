@@ -210,6 +210,8 @@ def _load_table(config: EvaluateConfig):
     if path.suffix in FILE_BUILDERS or path.exists():
         if not path.is_file():
             raise DataError(f"reference data file not found: {source}")
+        if not path.read_bytes().strip():
+            raise DataError(f"the reference data file {source} is empty")
         builder = FILE_BUILDERS.get(path.suffix)
         if builder is None:
             raise DataError(

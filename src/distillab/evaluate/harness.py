@@ -106,7 +106,8 @@ def run_lm_eval(
     lm = HFLM(**args)
     results: dict[str, dict[str, Any]] = {}
     for task in config.lm_eval_tasks:
-        results |= _run_task(lm, task, config, manager, output_dir / spec.name / task, system_prompt)
+        runs = _run_task(lm, task, config, manager, output_dir / spec.name / task, system_prompt)
+        results |= {name: {**run, "model_args": args} for name, run in runs.items()}
     return results
 
 

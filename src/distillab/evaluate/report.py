@@ -212,11 +212,15 @@ def _law_section(models: list[dict[str, Any]], law: dict[str, Any]) -> str:
 
 
 def _skipped_section(models: list[dict[str, Any]]) -> str:
-    lines = [
-        f"- {m['name']}: {metric} skipped: {reason}"
-        for m in models
-        for metric, reason in m["skipped"].items()
-    ]
+    lines = []
+    for model in models:
+        by_reason: dict[str, list[str]] = {}
+        for metric, reason in model["skipped"].items():
+            by_reason.setdefault(reason, []).append(metric)
+        lines += [
+            f"- {model['name']}: {', '.join(metrics)} skipped: {reason}"
+            for reason, metrics in by_reason.items()
+        ]
     return "## Skipped metrics\n\n" + "\n".join(lines) if lines else ""
 
 
