@@ -158,7 +158,10 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp
 
 def test_lora_on_a_pruned_teacher_saves_merged_weights(hard_label_dir, tiny_teacher, tmp_path):
     output_dir = tmp_path / "lora"
-    lora = "--student_kind pruned --prune_keep_every 2 --use_peft true --lora_r 4 --lora_alpha 8 --save_merged true"
+    lora = (
+        "--student_kind pruned --prune_keep_every 2 --use_peft true --lora_r 4 --lora_alpha 8 --save_merged true "
+        "--lora_target_modules q_proj v_proj"
+    )
     run_sft(
         sft_argv(
             hard_label_dir, output_dir, *shlex.split(lora), "--max_steps", "3", "--learning_rate", "1e-2"
@@ -168,15 +171,24 @@ def test_lora_on_a_pruned_teacher_saves_merged_weights(hard_label_dir, tiny_teac
     merged = AutoModelForCausalLM.from_pretrained(output_dir)
     assert merged.config.num_hidden_layers == 2 and not hasattr(merged, "peft_config")
     assert json.loads((output_dir / "adapter" / "adapter_config.json").read_text())["r"] == 4
-    # teacher layer 2 became layer 1: LoRA moved its projections, the frozen norms stayed
+    # teacher layer 2 became layer 1: LoRA moved the targeted projections only
     new, old = merged.model.layers[1], teacher.model.layers[2]
     assert not torch.allclose(new.self_attn.q_proj.weight, old.self_attn.q_proj.weight)
+    assert not torch.allclose(new.self_attn.v_proj.weight, old.self_attn.v_proj.weight)
+    assert torch.equal(new.self_attn.k_proj.weight, old.self_attn.k_proj.weight)
+    assert torch.equal(new.mlp.gate_proj.weight, old.mlp.gate_proj.weight)
     assert torch.equal(new.input_layernorm.weight, old.input_layernorm.weight)
     assert torch.equal(merged.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
 
     record = read_run_record(output_dir)
     assert record["params_non_embedding"] == 2 * (128 * 32 * (2 * 4 + 2 * 2) + 3 * 128 * 384)
-    assert record["student"]["peft"]["r"] == 4 and record["student"]["merged"] is True
+    assert record["student"]["peft"] == {
+        "r": 4,
+        "alpha": 8,
+        "dropout": 0.05,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    assert record["student"]["merged"] is True
     assert not (output_dir / INIT_DIR).exists()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distillab.configs import save_resolved_config
-from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
@@ -59,10 +59,11 @@ def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> 
     checkpoint = _last_checkpoint(output_dir)
     if checkpoint:
         _say(config, f"resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_student(trainer, config, model_path, output_dir)
     if config.process_index == 0:
-        finish_run(output_dir, _student_run(config, trainer, data, source, hard_labels, metadata, checkpoint))
+        run = _student_run(config, trainer, data, source, hard_labels, metadata, checkpoint, result.metrics)
+        finish_run(output_dir, run)
         _cleanup(config, output_dir)
         _say(config, f"wrote the student run folder {output_dir}")
     config.distributed_state.wait_for_everyone()
@@ -75,8 +76,6 @@ def dataset_metadata(source: str) -> dict[str, Any] | None:
         return read_metadata(source)
     try:
         from huggingface_hub import hf_hub_download
-
-        from distillab.data.hardlabels import METADATA_NAME
 
         return read_metadata(Path(hf_hub_download(source, METADATA_NAME, repo_type="dataset")).parent)
     except Exception:  # offline, no such file, no access: the run works without it
@@ -128,7 +127,7 @@ def _save_student(
 
 
 def _student_run(
-    config, trainer, data: TrainingData, source, hard_labels, metadata, checkpoint
+    config, trainer, data: TrainingData, source, hard_labels, metadata, checkpoint, metrics
 ) -> StudentRun:
     state = trainer.state
     return StudentRun(
@@ -137,7 +136,7 @@ def _student_run(
             "kind": config.student_kind,
             "source": source,
             "revision": config.model_revision,
-            "peft": students.lora_config(config).to_dict() if config.use_peft else None,
+            "peft": _lora_summary(config),
             "merged": config.save_merged,
         },
         model_config=trainer.model.config,
@@ -158,6 +157,7 @@ def _student_run(
             "global_step": state.global_step,
             "epochs": state.epoch,
             "resumed_from_step": _step_of(checkpoint),
+            "runtime_seconds": metrics["train_runtime"],  # this launch's training loop
             "processes": config.world_size,
             "train_batch_size": config.per_device_train_batch_size
             * config.gradient_accumulation_steps
@@ -165,6 +165,17 @@ def _student_run(
         },
         details={"data": data.report.to_dict(), "truncated": config.truncated},
     )
+
+
+def _lora_summary(config: DistillabSFTConfig) -> dict[str, Any] | None:
+    if not config.use_peft:
+        return None
+    return {
+        "r": config.lora_r,
+        "alpha": config.lora_alpha,
+        "dropout": config.lora_dropout,
+        "target_modules": config.lora_target_modules or "all-linear",
+    }
 
 
 def _cleanup(config: DistillabSFTConfig, output_dir: Path) -> None:
