@@ -1,0 +1,83 @@
+"""The offline lm-eval tasks and the reading of lm-eval's results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from distillab.errors import ConfigError
+from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
+from distillab.evaluate.harness import (
+    local_task_docs,
+    model_args,
+    task_manager,
+    task_summary,
+    write_local_tasks,
+)
+from distillab.evaluate.models import student_spec
+
+
+def test_local_task_docs_are_deterministic_multiple_choice_with_the_answer_once():
+    docs = local_task_docs(num_docs=30, seed=5)
+    assert docs == local_task_docs(num_docs=30, seed=5) != local_task_docs(num_docs=30, seed=6)
+    for doc in docs:
+        assert len(doc["choices"]) == len(set(doc["choices"])) == 4
+        assert doc["choices"][doc["label"]] == doc["answer"]
+        assert doc["question"].startswith("Calculate ")
+    assert len({doc["label"] for doc in docs}) > 1  # the right answer is not always in the same place
+
+
+def test_written_tasks_point_lm_eval_at_their_data(tmp_path):
+    tasks = write_local_tasks(tmp_path / "tasks", num_docs=10, seed=1)
+    lines = tasks.data_file.read_text().splitlines()
+    assert [json.loads(line)["question"] for line in lines] == tasks.questions
+    for task in LOCAL_TASKS:
+        config = yaml.safe_load((tasks.include_path / f"{task}.yaml").read_text())
+        assert config["task"] == task and config["dataset_path"] == "json"
+        assert config["dataset_kwargs"]["data_files"]["test"] == str(tasks.data_file)
+    manager = task_manager([str(tasks.include_path)], list(LOCAL_TASKS))
+    assert set(LOCAL_TASKS) <= set(manager.all_tasks)
+
+
+@pytest.mark.slow
+def test_unknown_task_names_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown lm-eval task\\(s\\): no_such_task"):
+        task_manager([], ["no_such_task"])
+
+
+def test_task_summary_reads_metrics_stderr_version_and_samples():
+    results = {
+        "results": {
+            "t": {
+                "alias": "t",
+                "exact_match,final-number": 0.5,
+                "exact_match_stderr,final-number": 0.25,
+                "acc,none": 0.75,
+                "acc_stderr,none": "N/A",
+            }
+        },
+        "versions": {"t": 1.0},
+        "n-samples": {"t": {"original": 10, "effective": 4}},
+    }
+    assert task_summary(results, "t") == {
+        "metrics": {"exact_match,final-number": 0.5, "acc": 0.75},
+        "stderr": {"exact_match,final-number": 0.25, "acc": None},
+        "version": 1.0,
+        "n_samples": {"original": 10, "effective": 4},
+    }
+
+
+def test_lora_students_run_as_base_plus_peft(lora_student_dir, student_dirs):
+    config = EvaluateConfig(teacher="unused", batch_size=3)
+    lora = student_spec(str(lora_student_dir))
+    assert model_args(lora, config, "cpu") == {
+        "pretrained": lora.base,
+        "tokenizer": str(lora_student_dir),
+        "peft": str(lora_student_dir),
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 3,
+    }
+    assert "peft" not in model_args(student_spec(str(student_dirs["hard"])), config, "cpu")
