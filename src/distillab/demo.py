@@ -1,0 +1,230 @@
+"""`distillab demo [--quick] [--output_dir DIR] [--fresh]`: the whole pipeline on a real teacher, offline, on CPU.
+
+SmolLM2-135M-Instruct (an offline asset) -> greedy hard labels + top-k soft labels on the same tokens
+(distilabel + vLLM) -> two students from the same initialisation, one trained with SFT and one with KD on the
+same tokens -> evaluation against the teacher, reference data and the scaling law -> DIR/report.md.
+
+The demo only chains the stage commands a user would type, with the recipes in recipes/demo/; every stage's
+output stays under DIR, and a finished stage is reused on the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from distillab.assets import DEFAULT_DIR as TEACHER_DIR
+from distillab.errors import ConfigError, DistillabError, exit_on_user_error
+
+QUICK = {  # --quick: fewer prompts, shorter answers, one epoch, a smaller lm-eval sample
+    "generate": ["--num_prompts", "32", "--max_new_tokens", "64"],
+    "heldout": ["--num_prompts", "16", "--max_new_tokens", "64"],
+    "train": ["--num_train_epochs", "1"],
+    "evaluate": ["--lm_eval_limit", "16", "--reference_num_rows", "32"],
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    command: list[str]
+    done: Callable[[], bool]
+
+
+def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
+    """The pipeline, as the commands a user would run."""
+    python = [sys.executable, "-m"]
+    launch = [*python, "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml", "-m"]
+    extra = QUICK if quick else {}
+    generate = out / "generate"
+    heldout = out / "heldout"
+
+    def trained(name: str) -> Callable[[], bool]:
+        return lambda: _json(out / name / "distillab_run.json").get("complete", False)
+
+    def generated(path: Path, soft: bool = False) -> Callable[[], bool]:
+        def done() -> bool:
+            meta = _json(path / "distillab.json")
+            return meta.get("complete", False) and (
+                not soft or meta.get("soft_labels", {}).get("complete", False)
+            )
+
+        return done
+
+    return [
+        Stage(
+            "teacher",
+            [*python, "distillab.cli", "assets", "smollm2", "--dir", str(TEACHER_DIR)],
+            lambda: (TEACHER_DIR / "distillab_asset.json").is_file(),
+        ),
+        Stage(
+            "hard + soft labels",
+            [
+                *python,
+                "distillab.cli",
+                "generate",
+                "--config",
+                str(recipes / "generate.yaml"),
+                "--output_dir",
+                str(generate),
+                *extra.get("generate", []),
+            ],
+            generated(generate, soft=True),
+        ),
+        Stage(
+            "held-out teacher generations",
+            [
+                *python,
+                "distillab.cli",
+                "generate",
+                "--config",
+                str(recipes / "generate.yaml"),
+                "--seed",
+                "7",
+                "--soft_labels_k",
+                "0",
+                "--output_dir",
+                str(heldout),
+                *extra.get("heldout", []),
+            ],
+            generated(heldout),
+        ),
+        Stage(
+            "hard-label student (SFT)",
+            [
+                *launch,
+                "distillab.sft",
+                "--config",
+                str(recipes / "sft.yaml"),
+                "--dataset_name",
+                str(generate),
+                "--output_dir",
+                str(out / "sft"),
+                *extra.get("train", []),
+            ],
+            trained("sft"),
+        ),
+        Stage(
+            "soft-label student (KD)",
+            [
+                *launch,
+                "distillab.kd",
+                "--config",
+                str(recipes / "kd.yaml"),
+                "--dataset_name",
+                str(generate),
+                "--output_dir",
+                str(out / "kd"),
+                *extra.get("train", []),
+            ],
+            trained("kd"),
+        ),
+        Stage(
+            "evaluation + report",
+            [
+                *python,
+                "distillab.cli",
+                "evaluate",
+                "--config",
+                str(recipes / "evaluate.yaml"),
+                "--students",
+                f"sft={out / 'sft'}",
+                f"kd={out / 'kd'}",
+                "--heldout_data",
+                str(heldout),
+                "--output_dir",
+                str(out),
+                *extra.get("evaluate", []),
+            ],
+            lambda: (out / "results.json").is_file() and (out / "report.md").is_file(),
+        ),
+    ]
+
+
+def run_demo(output_dir: Path, quick: bool, fresh: bool, recipes: Path) -> None:
+    if not (recipes / "generate.yaml").is_file():
+        raise ConfigError(
+            f"demo recipes not found in {recipes}: run from a distillab checkout or pass --recipes"
+        )
+    if fresh:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan = stages(recipes, output_dir, quick)
+    started = time.perf_counter()
+    for number, stage in enumerate(plan, start=1):
+        header = f"[demo {number}/{len(plan)}] {stage.name}"
+        if stage.done():
+            print(f"{header}: finished earlier, reusing it (--fresh starts over)", flush=True)
+            continue
+        print(f"{header}\n  $ {shlex.join(stage.command)}", flush=True)
+        stage_start = time.perf_counter()
+        if subprocess.run(stage.command, env=_stage_env()).returncode != 0:
+            raise DistillabError(f"demo stage '{stage.name}' failed (its error is above); re-run to resume")
+        print(f"{header}: done in {time.perf_counter() - stage_start:.0f} s", flush=True)
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n")
+    print(summary_table(_json(output_dir / "results.json")))
+    print(f"\nreport: {output_dir / 'report.md'}  plots: {output_dir / 'plots'}")
+
+
+def summary_table(results: dict) -> str:
+    """A terminal table of the evaluate stage's results (one line per model)."""
+    columns = [
+        ("model", "name", "{}"),
+        ("method", "method", "{}"),
+        ("CE ref", "ce_reference", "{:.3f}"),
+        ("CE gen", "ce_teacher_generations", "{:.3f}"),
+        ("KL(T||S)", "kl_teacher", "{:.3f}"),
+        ("top-1", "top1_agreement", "{:.1%}"),
+        ("law", "predicted_loss", "{:.3f}"),
+        ("PFLOPs", "flops", "{:.3f}"),
+    ]
+    rows = [[title for title, _, _ in columns]]
+    for model in results.get("models", []):
+        rows.append([_cell(model.get(key), fmt, key) for _, key, fmt in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def _cell(value, fmt: str, key: str) -> str:
+    if isinstance(value, dict):  # flops: {"total": ...}
+        value = value.get("total")
+    if value is None:
+        return "-"
+    if key == "flops":
+        value = value / 1e15
+    return fmt.format(value)
+
+
+def _stage_env() -> dict[str, str]:
+    """Stages run one at a time: let each use every core (tests and benchmarks pin OMP_NUM_THREADS=1)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="distillab demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run (about 5 minutes on 2 cores)")
+    parser.add_argument("--output_dir", "--output-dir", type=Path, default=Path("outputs/demo"))
+    parser.add_argument("--fresh", action="store_true", help="delete output_dir and start over")
+    parser.add_argument("--recipes", type=Path, default=Path("recipes/demo"), help="the demo's recipe folder")
+    args = parser.parse_args(argv)
+    run_demo(args.output_dir, args.quick, args.fresh, args.recipes)
+
+
+if __name__ == "__main__":
+    main()
