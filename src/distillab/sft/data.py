@@ -26,6 +26,7 @@ padding-free attention). Every count is in the `DataReport`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,8 +122,15 @@ class TrainingData:
     report: DataReport
 
 
-def build_training_data(hard_labels, tokenizer, options: DataOptions) -> TrainingData:
-    """The training sequences of a hard-label dataset for a student tokenizer (deterministic)."""
+def build_training_data(
+    hard_labels, tokenizer, options: DataOptions, attach: Callable[[Any], Any] | None = None
+) -> TrainingData:
+    """The training sequences of a hard-label dataset for a student tokenizer (deterministic).
+
+    `attach` (KD) receives the tokenised rows (`id`, `input_ids`, `labels`, `truncated`) before they are cut,
+    shuffled and packed, and returns them with extra per-token columns (one entry per token of `input_ids`),
+    which are then cut, shuffled and packed along with the tokens.
+    """
     if len(hard_labels) == 0:
         raise DataError("the hard-label dataset has no rows")
     end_of_turn_id = end_of_turn_token_id(tokenizer, options.end_of_turn_token)
@@ -131,7 +139,12 @@ def build_training_data(hard_labels, tokenizer, options: DataOptions) -> Trainin
     report = DataReport(rows=len(hard_labels))
     rows = _apply_truncated_policy(rows, options.truncated, report)
     rows = _drop_rows_without_supervision(rows, report)
-    return TrainingData(fit_to_length(rows, options, report), report)
+    token_columns = TOKEN_COLUMNS
+    if attach is not None:
+        columns = set(rows.column_names)
+        rows = attach(rows)
+        token_columns = (*TOKEN_COLUMNS, *(c for c in rows.column_names if c not in columns))
+    return TrainingData(fit_to_length(rows, options, report, token_columns), report)
 
 
 def end_of_turn_token_id(tokenizer, token: str | None = None) -> int:

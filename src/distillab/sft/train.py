@@ -8,8 +8,9 @@ Relaunching a finished run does nothing; relaunching an interrupted one resumes 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,40 @@ INIT_DIR = "student_init"
 ADAPTER_DIR = "adapter"
 
 
-def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> Path:
-    """Run (or resume, or skip when complete) an SFT job; returns the run folder."""
+class TrainingMethod:
+    """What a training method adds to the shared orchestration of `train_student`: hard-label SFT adds nothing;
+    soft-label KD (`distillab.kd`) checks its teacher, attaches soft labels and brings its own trainer."""
+
+    name = "sft"
+    trainer_class: type[DistillabSFTTrainer] = DistillabSFTTrainer
+
+    def check_inputs(self, config, hard_labels, metadata: dict | None, tokenizer) -> None:
+        """Refuse inputs this method cannot train on, before anything is tokenised or written."""
+
+    # Adds per-token columns to the tokenised rows (see `build_training_data`); KD attaches its soft labels.
+    attach: Callable[[Any], Any] | None = None
+
+    def trainer_kwargs(self, config) -> dict[str, Any]:
+        """Extra keyword arguments of `trainer_class`."""
+        return {}
+
+    def run_fields(self, config, trainer, metadata: dict | None) -> dict[str, Any]:
+        """`StudentRun` fields of this method (`details` entries are merged into the shared ones)."""
+        return {}
+
+
+def train_student(
+    config: DistillabSFTConfig, callbacks: Sequence[Any] = (), method: TrainingMethod | None = None
+) -> Path:
+    """Run (or resume, or skip when complete) an SFT job (or `method`'s); returns the run folder."""
+    method = method or TrainingMethod()
     output_dir = Path(config.output_dir)
     if is_complete(output_dir) and not config.overwrite:
-        _say(config, f"{output_dir} is already a complete run; nothing to do (--overwrite to start over)")
+        _say(
+            config,
+            f"{output_dir} is already a complete run; nothing to do (--overwrite to start over)",
+            method,
+        )
         return output_dir
 
     hard_labels = load_hard_labels(config.dataset_name, split=config.dataset_split)
@@ -39,33 +69,39 @@ def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> 
     tokenizer = students.load_student_tokenizer(
         source, config.model_revision, config.chat_template_path, config.trust_remote_code
     )
+    method.check_inputs(config, hard_labels, metadata, tokenizer)
     with config.main_process_first(desc="tokenizing the hard labels"):
-        data = build_training_data(hard_labels, tokenizer, DataOptions.from_config(config))
-    _say(config, f"data: {data.report.summary()}")
+        data = build_training_data(
+            hard_labels, tokenizer, DataOptions.from_config(config), attach=method.attach
+        )
+    _say(config, f"data: {data.report.summary()}", method)
 
-    _prepare_output_dir(config, output_dir)
+    _prepare_output_dir(config, output_dir, method.name)
     model_path = _student_weights(config, source, tokenizer, output_dir)
     model = students.load_student(
         model_path, config, revision=config.model_revision if model_path == source else None
     )
-    trainer = DistillabSFTTrainer(
+    trainer = method.trainer_class(
         model=model,
         args=config,
         train_dataset=data.dataset,
         processing_class=tokenizer,
         peft_config=students.lora_config(config),
         callbacks=list(callbacks),
+        **method.trainer_kwargs(config),
     )
     checkpoint = _last_checkpoint(output_dir)
     if checkpoint:
-        _say(config, f"resuming from {checkpoint}")
+        _say(config, f"resuming from {checkpoint}", method)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_student(trainer, config, model_path, output_dir)
     if config.process_index == 0:
         run = _student_run(config, trainer, data, source, hard_labels, metadata, checkpoint, result.metrics)
-        finish_run(output_dir, run)
+        fields = method.run_fields(config, trainer, metadata)
+        details = {**run.details, **fields.pop("details", {})}
+        finish_run(output_dir, dataclasses.replace(run, method=method.name, details=details, **fields))
         _cleanup(config, output_dir)
-        _say(config, f"wrote the student run folder {output_dir}")
+        _say(config, f"wrote the student run folder {output_dir}", method)
     config.distributed_state.wait_for_everyone()
     return output_dir
 
@@ -82,14 +118,14 @@ def dataset_metadata(source: str) -> dict[str, Any] | None:
         return None
 
 
-def _prepare_output_dir(config: DistillabSFTConfig, output_dir: Path) -> None:
+def _prepare_output_dir(config: DistillabSFTConfig, output_dir: Path, method: str) -> None:
     """Start over when asked, then mark the run as started (main process; the others wait)."""
     with config.main_process_first(desc="preparing the run folder"):
         if config.process_index == 0:
             if config.overwrite:
                 shutil.rmtree(output_dir, ignore_errors=True)
             output_dir.mkdir(parents=True, exist_ok=True)
-            mark_run_started(output_dir, "sft", config)
+            mark_run_started(output_dir, method, config)
             save_resolved_config(config, output_dir)
 
 
@@ -188,6 +224,6 @@ def _step_of(checkpoint: str | None) -> int | None:
     return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
 
 
-def _say(config: DistillabSFTConfig, message: str) -> None:
+def _say(config: DistillabSFTConfig, message: str, method: TrainingMethod) -> None:
     if config.process_index == 0:
-        print(f"sft: {message}", flush=True)
+        print(f"{method.name}: {message}", flush=True)

@@ -1,0 +1,4 @@
+from distillab.kd import main
+
+if __name__ == "__main__":
+    main()
