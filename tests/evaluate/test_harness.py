@@ -81,3 +81,19 @@ def test_lora_students_run_as_base_plus_peft(lora_student_dir, student_dirs):
         "batch_size": 3,
     }
     assert "peft" not in model_args(student_spec(str(student_dirs["hard"])), config, "cpu")
+
+
+@pytest.mark.slow
+def test_a_task_that_cannot_load_is_recorded_and_the_others_still_run(tmp_path, tiny_teacher):
+    from distillab.evaluate.harness import run_lm_eval
+    from distillab.evaluate.models import teacher_spec
+
+    tasks = write_local_tasks(tmp_path / "tasks", num_docs=4, seed=1)
+    names = ["distillab_arithmetic_mc", "hellaswag"]  # hellaswag needs the Hub, offline here
+    config = EvaluateConfig(
+        teacher=str(tiny_teacher), lm_eval_tasks=names, lm_eval_limit=2, lm_eval_bootstrap_iters=0
+    )
+    manager = task_manager([str(tasks.include_path)], names)
+    runs = run_lm_eval(teacher_spec(str(tiny_teacher)), config, manager, "cpu", tmp_path / "out", None)
+    assert set(runs["distillab_arithmetic_mc"]["metrics"]) == {"acc", "acc_norm"}
+    assert set(runs["hellaswag"]) == {"error", "model_args"} and runs["hellaswag"]["error"]
