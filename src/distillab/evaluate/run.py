@@ -72,17 +72,15 @@ def evaluate(config: EvaluateConfig) -> Path:
     save_resolved_config(config, output_dir)
 
     entries = measure_models(specs, reference, heldout, config, device)
-    teacher_loss = entries[0]["ce_reference"]
     for spec, entry in zip(specs, entries, strict=True):
-        entry["lm_eval_runs"] = (
+        runs = (
             harness.run_lm_eval(spec, config, manager, device, output_dir / "lm_eval", system_prompt)
-            if manager is not None
+            if manager
             else {}
         )
-        entry["lm_eval"] = {
-            task: run["metrics"] for task, run in entry["lm_eval_runs"].items() if "metrics" in run
-        }
-        entry["prediction"] = law.predict(entry, teacher_loss, coefficients)
+        entry["lm_eval_runs"] = runs
+        entry["lm_eval"] = {task: run["metrics"] for task, run in runs.items() if "metrics" in run}
+        entry["prediction"] = law.predict(entry, entries[0]["ce_reference"], coefficients)
         entry["predicted_loss"] = entry["prediction"].get("predicted_loss")
 
     results = {
@@ -102,13 +100,17 @@ def evaluate(config: EvaluateConfig) -> Path:
         "matched_tokens": token_match(entries),
         "models": entries,
     }
-    results["plots"] = [
-        str(p.relative_to(output_dir)) for p in write_plots(entries, coefficients.name, output_dir / "plots")
-    ]
+    write_outputs(results, coefficients.name, output_dir)
+    return output_dir
+
+
+def write_outputs(results: dict[str, Any], coefficients: str, output_dir: Path) -> None:
+    """plots/*.png, then results.json and report.md (atomically)."""
+    charts = write_plots(results["models"], coefficients, output_dir / "plots")
+    results["plots"] = [str(path.relative_to(output_dir)) for path in charts]
     atomic_write_json(output_dir / "results.json", results)
     atomic_write_text(output_dir / "report.md", render_report(results))
     print(f"evaluate: wrote {output_dir / 'results.json'} and {output_dir / 'report.md'}", flush=True)
-    return output_dir
 
 
 def measure_models(
@@ -129,10 +131,8 @@ def measure_models(
         tokenizer = load_tokenizer(spec)
         model = load_model(spec, device, config.dtype)
         entries.append(measure(spec, model, tokenizer, reference, heldout, config, teacher))
-        del model
+        del model  # free it before the next student loads
         gc.collect()
-    del teacher
-    gc.collect()
     return entries
 
 
