@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def _run_task(
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
+    shutil.rmtree(output_dir, ignore_errors=True)  # the files listed are this run's only
     tracker = EvaluationTracker(output_path=str(output_dir / "results.json"))
     try:
         results = lm_eval.simple_evaluate(
