@@ -8,8 +8,9 @@ STAMP := $(VENV)/.distillab-installed
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
-export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
-export VLLM_CACHE_ROOT ?= $(CURDIR)/.cache/vllm
+# Outside the clone, so fresh CI clones on the same machine reuse DeepSpeed's JIT-compiled ops.
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/distillab/torch_extensions
+export VLLM_CACHE_ROOT ?= $(HOME)/.cache/distillab/vllm
 
 .PHONY: venv demo test test-fast bench lint format clean
 
