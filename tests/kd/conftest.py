@@ -1,0 +1,60 @@
+"""Fixtures for the kd tests: the session soft-label rows, a held-out teacher set on other prompts, and helpers
+to run `distillab kd` in process and to write (corrupted) soft-label datasets."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sft.test_train import FRESH, sft_argv
+
+
+def kd_argv(dataset, output_dir, *extra: str) -> list[str]:
+    """`distillab kd` arguments: the sft tests' settings (batch 8, seed 0) and 2-layer fresh student."""
+    return sft_argv(dataset, output_dir, *FRESH, *extra)
+
+
+def run_kd(argv: list[str], callbacks=()):
+    from distillab.configs import parse_config
+    from distillab.kd.config import DistillabKDConfig
+    from distillab.kd.train import train_kd
+
+    return train_kd(parse_config(DistillabKDConfig, argv), callbacks)
+
+
+def write_soft_labels(directory, rows, metadata):
+    """A finished soft-label folder holding `rows` (hard + soft columns; metadata copied, row count updated)."""
+    import pyarrow as pa
+
+    from distillab.data.hardlabels import SCHEMA, write_dataset, write_metadata
+    from distillab.data.softlabels import soft_label_fields
+
+    schema = pa.schema([*SCHEMA, *soft_label_fields(metadata["soft_labels"]["logprob_dtype"])])
+    write_dataset(directory, rows, schema=schema)
+    write_metadata(directory, {**metadata, "rows": len(rows), "complete": True})
+    return directory
+
+
+@pytest.fixture(scope="session")
+def soft_label_rows(soft_label_dir):
+    """(rows as dicts, metadata) of the session soft-label dataset."""
+    from distillab.data.hardlabels import load_hard_labels, read_metadata
+
+    return load_hard_labels(str(soft_label_dir)).to_list(), read_metadata(soft_label_dir)
+
+
+@pytest.fixture(scope="session")
+def held_out_dir(tmp_path_factory, tiny_teacher):
+    """The tiny teacher's greedy completions on 16 chain_sum prompts: sequences no student trains on."""
+    from distillab.generate.config import GenerateConfig
+    from distillab.generate.run import generate
+
+    config = GenerateConfig(
+        model=str(tiny_teacher),
+        engine="transformers",
+        generator="chain_sum",
+        num_prompts=16,
+        max_new_tokens=24,
+        batch_size=16,
+        output_dir=str(tmp_path_factory.mktemp("held-out-chain-sum")),
+    )
+    return generate(config)

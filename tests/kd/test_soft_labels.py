@@ -1,0 +1,194 @@
+"""Stored soft labels on the SFT sequences: alignment, cutting, packing, batching, bad rows, config checks."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from distillab.errors import ConfigError, DataError
+from distillab.kd.config import DistillabKDConfig
+from distillab.kd.soft_labels import (
+    TOPK_IDS,
+    TOPK_LOGPROBS,
+    SoftLabelAttacher,
+    SoftLabelCollator,
+    check_same_vocabulary,
+)
+from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
+
+VOCAB = 2048  # tests/tiny.py tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_teacher):
+    return AutoTokenizer.from_pretrained(tiny_teacher)
+
+
+def kd_sequences(rows, tokenizer, options: DataOptions | None = None, top_k: int = 16):
+    options = options or DataOptions()
+    hard_labels = datasets.Dataset.from_list(rows)
+    attacher = SoftLabelAttacher(hard_labels, vocab_size=VOCAB, top_k=top_k)
+    return build_training_data(hard_labels, tokenizer, options, attach=attacher).dataset
+
+
+@pytest.mark.parametrize("top_k", [16, 4])
+def test_position_t_holds_the_stored_top_k_over_token_t_plus_1(soft_label_rows, tokenizer, top_k):
+    rows, _ = soft_label_rows
+    sequences = kd_sequences(rows, tokenizer, top_k=top_k)
+    assert len(sequences) == len(rows)  # no row dropped: the order is the rows' order
+    for row, sequence in zip(rows, sequences, strict=True):
+        ids, length, start = sequence["input_ids"], len(sequence["input_ids"]), row["completion_start"]
+        assert ids == row["input_ids"][:length]
+        stored = np.asarray(row["topk_ids"])[: length - start + 1, :top_k]
+        topk_ids = np.asarray(sequence[TOPK_IDS])
+        assert topk_ids.shape == (length, top_k)
+        np.testing.assert_array_equal(topk_ids[start - 1 :], stored)
+        assert (topk_ids[: start - 1] == -1).all()
+        stored_logprobs = np.asarray(row["topk_logprobs"], dtype=np.float16)[: length - start + 1, :top_k]
+        np.testing.assert_array_equal(np.asarray(sequence[TOPK_LOGPROBS])[start - 1 :], stored_logprobs)
+        # every supervised token t + 1 has a stored distribution at t
+        supervised = np.asarray(sequence["labels"][1:]) != IGNORE_INDEX
+        assert (topk_ids[:-1][supervised] >= 0).all()
+
+
+def supervised_pairs(sequences) -> Counter:
+    """(next token, its stored top-k) at every supervised position: the KD training signal, order aside."""
+    pairs = Counter()
+    for labels, topk in zip(sequences["labels"], sequences[TOPK_IDS], strict=True):
+        pairs.update(
+            (labels[t + 1], tuple(topk[t])) for t in range(len(labels) - 1) if labels[t + 1] != IGNORE_INDEX
+        )
+    return pairs
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        DataOptions(max_length=40),
+        DataOptions(max_length=128, packing=True, packing_strategy="bfd"),
+        DataOptions(max_length=64, packing=True, packing_strategy="wrapped"),
+    ],
+    ids=["cut", "bfd", "wrapped"],
+)
+def test_cutting_and_packing_carry_the_soft_labels_with_their_tokens(soft_label_rows, tokenizer, options):
+    rows, _ = soft_label_rows
+    whole = supervised_pairs(kd_sequences(rows, tokenizer))
+    sequences = kd_sequences(rows, tokenizer, options)
+    fitted = supervised_pairs(sequences)
+    assert all(len(t) == len(i) for t, i in zip(sequences[TOPK_IDS], sequences["input_ids"], strict=True))
+    if options.packing_strategy == "bfd" and options.packing:
+        assert fitted == whole  # nothing cut: every supervised token keeps its own top-k
+    else:
+        assert fitted <= whole and len(fitted) > 300  # cut or split: fewer, each with its own top-k
+
+
+def test_collator_pads_or_concatenates_the_top_k_like_the_tokens():
+    examples = [
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], TOPK_IDS: [[1, 2], [3, 4], [5, 6]],
+         TOPK_LOGPROBS: [[-0.1, -2.0]] * 3},
+        {"input_ids": [8, 9], "labels": [-100, 9], TOPK_IDS: [[7, 8], [-1, -1]], TOPK_LOGPROBS: [[-0.5, -1.0]] * 2},
+    ]  # fmt: skip
+    padded = SoftLabelCollator(DataCollatorForLanguageModeling(pad_token_id=0))(examples)
+    assert padded[TOPK_IDS].shape == (2, 3, 2) and padded[TOPK_IDS].dtype == torch.int32
+    assert padded[TOPK_IDS][1].tolist() == [[7, 8], [-1, -1], [-1, -1]]
+    assert padded[TOPK_LOGPROBS][1, 2].tolist() == [-math.inf, -math.inf]
+    assert padded[TOPK_LOGPROBS][0, 0].tolist() == pytest.approx([-0.1, -2.0])
+
+    flat = SoftLabelCollator(DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True))(examples)
+    assert flat["input_ids"].shape == (1, 5) and flat[TOPK_IDS].shape == (1, 5, 2)
+    assert flat[TOPK_IDS][0].tolist() == [[1, 2], [3, 4], [5, 6], [7, 8], [-1, -1]]
+
+
+def corrupt(row: dict, case: str) -> dict:
+    row = {
+        **row,
+        "topk_ids": [list(r) for r in row["topk_ids"]],
+        "topk_logprobs": [list(r) for r in row["topk_logprobs"]],
+    }
+    if case == "nan log-prob":
+        row["topk_logprobs"][3][2] = float("nan")
+    elif case == "id outside the vocabulary":
+        row["topk_ids"][2][0] = VOCAB
+    elif case == "too few positions":
+        row["topk_ids"], row["topk_logprobs"] = row["topk_ids"][:5], row["topk_logprobs"][:5]
+    elif case == "completion_start too late":
+        row["completion_start"] += 3
+    elif case == "other tokens":
+        row["input_ids"] = [*row["input_ids"][:4], (row["input_ids"][4] + 1) % VOCAB, *row["input_ids"][5:]]
+    return row
+
+
+BAD_ROWS = {
+    "nan log-prob": "topk_logprobs is nan at position 3, slot 2",
+    "id outside the vocabulary": f"topk_ids has id {VOCAB} at position 2, slot 0",
+    "too few positions": "topk_ids covers 5 positions, fewer than",
+    "completion_start too late": "but the soft labels only cover tokens from completion_start=",
+    "other tokens": "the student's token 4 differs from the soft labels' input_ids",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_a_bad_row_is_a_data_error_naming_it(soft_label_rows, tokenizer, case):
+    rows, _ = soft_label_rows
+    bad = [*rows[:5], corrupt(rows[5], case), *rows[6:8]]
+    with pytest.raises(DataError, match=f"soft labels row {rows[5]['id']}: ") as error:
+        kd_sequences(bad, tokenizer)
+    assert BAD_ROWS[case] in str(error.value)
+
+
+def test_more_slots_than_stored_is_a_data_error(soft_label_rows, tokenizer):
+    rows, _ = soft_label_rows
+    with pytest.raises(DataError, match="stores 16 slots per position, fewer than the k=17 requested"):
+        kd_sequences(rows[:2], tokenizer, top_k=17)
+
+
+def test_the_student_must_share_the_teachers_vocabulary(tokenizer):
+    from distillab.data.tokenizers import tokenizer_fingerprint
+
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    check_same_vocabulary(tokenizer, VOCAB, fingerprint, VOCAB, "the teacher")
+    with pytest.raises(
+        DataError, match=r"the student's tokenizer \(fingerprint \w+\) differs from the teacher"
+    ):
+        check_same_vocabulary(tokenizer, VOCAB, "0123456789abcdef", VOCAB, "the teacher")
+    with pytest.raises(DataError, match="the student's vocabulary has 2048 entries, the teacher 2056"):
+        check_same_vocabulary(tokenizer, VOCAB, fingerprint, VOCAB + 8, "the teacher")
+
+
+def kd_config(*argv: str) -> DistillabKDConfig:
+    from distillab.configs import parse_config
+
+    return parse_config(DistillabKDConfig, ["--dataset_name", "x", "--student_kind", "fresh", *argv])
+
+
+def test_config_defaults_follow_the_papers_practice():
+    loss = kd_config().loss_config()
+    assert (loss.divergence, loss.temperature, loss.lam, loss.z_loss) == ("forward_kl", 1.0, 1.0, 1e-4)
+    assert kd_config().teacher_mode == "offline" and kd_config().output_dir == "outputs/kd"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lam", "1.5"], "--lam must be in [0, 1], got 1.5"),
+        (["--temperature", "0"], "--temperature must be > 0"),
+        (
+            ["--divergence", "reverse_kl"],
+            "--divergence reverse_kl with offline top-k soft labels needs --tail",
+        ),
+        (["--teacher", "t"], "--teacher/--teacher_revision apply to --teacher_mode online"),
+        (["--teacher_mode", "online", "--top_k", "8"], "--top_k applies to --teacher_mode offline"),
+        (["--top_k", "0"], "--top_k must be >= 1"),
+    ],
+)
+def test_bad_kd_settings_are_config_errors(argv, message):
+    with pytest.raises(ConfigError) as error:
+        kd_config(*argv)
+    assert message in str(error.value)

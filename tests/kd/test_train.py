@@ -1,0 +1,121 @@
+"""End to end on tiny models, in process: one teacher pass -> a matched hard (SFT) and soft (KD) student pair;
+online KD against the dense formula; the run folder."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
+from distillab.sft.run_folder import read_run_record
+from tests.kd.conftest import kd_argv, run_kd
+from tests.sft.test_train import FRESH, run_sft, sft_argv
+
+pytestmark = pytest.mark.slow
+
+
+@torch.no_grad()
+def teacher_student_kl(teacher, student, sequences) -> float:
+    """Mean KL(teacher || student) in nats over the supervised next-token positions, computed densely."""
+    total, count = 0.0, 0
+    for ids, labels in zip(sequences["input_ids"], sequences["labels"], strict=True):
+        positions = torch.tensor(labels[1:]) != IGNORE_INDEX
+        inputs = torch.tensor([ids])
+        log_q = F.log_softmax(teacher(input_ids=inputs).logits[0, :-1][positions], dim=-1)
+        log_p = F.log_softmax(student(input_ids=inputs).logits[0, :-1][positions], dim=-1)
+        total += (log_q.exp() * (log_q - log_p)).sum().item()
+        count += int(positions.sum())
+    return total / count
+
+
+def test_soft_student_matches_the_teacher_better_than_its_hard_twin(
+    soft_label_dir, held_out_dir, tiny_teacher, tmp_path
+):
+    """Done-when (issue 4): one teacher pass, two students from the same init on the same tokens, same steps.
+
+    The tiny random teacher is flat (mean entropy ~7.0 nats of log 2048 = 7.6; its top 16 hold ~10% of the
+    mass), so the stored top-16 say little about the tail: `tail_bucket` keeps the tail's mass right.
+    Measured held-out KL (hard - soft) with seeds 0/1/2: 0.158/0.115/0.160 nats with tail_bucket (hard ~1.07);
+    0.114/0.059/0.111 with the default renormalize. Seed 0 here; asserted margin 0.08.
+    """
+    schedule = ["--num_train_epochs", "4"]  # 48 rows, batch 8: 24 steps
+    hard = run_sft(sft_argv(soft_label_dir, tmp_path / "hard", *FRESH, *schedule))
+    soft = run_kd(kd_argv(soft_label_dir, tmp_path / "soft", *schedule, "--tail", "tail_bucket"))
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    held_out = build_training_data(load_hard_labels(str(held_out_dir)), tokenizer, DataOptions()).dataset
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    kl = {
+        name: teacher_student_kl(teacher, AutoModelForCausalLM.from_pretrained(folder).eval(), held_out)
+        for name, folder in (("hard", hard), ("soft", soft))
+    }
+    print(f"held-out KL(teacher || student): {kl}")
+    assert kl["soft"] < kl["hard"] - 0.08, kl
+
+    hard_record, soft_record = read_run_record(hard), read_run_record(soft)
+    assert soft_record["train_tokens"] == hard_record["train_tokens"] > 0  # same D
+    assert soft_record["tokens_processed"] == hard_record["tokens_processed"]
+    assert soft_record["training"]["global_step"] == hard_record["training"]["global_step"] == 24
+    assert hard_record["method"] == "sft" and soft_record["method"] == "kd"
+    settings = soft_record["details"]["kd"]
+    assert (
+        settings["teacher_mode"] == "offline"
+        and settings["tail"] == "tail_bucket"
+        and settings["top_k"] == 16
+    )
+    assert (settings["divergence"], settings["temperature"], settings["lam"]) == ("forward_kl", 1.0, 1.0)
+    scored = read_metadata(soft_label_dir)["soft_labels"]["scored_tokens"]
+    flops = soft_record[
+        "flops"
+    ]  # the teacher's scoring pass (distillab label) is part of the soft student's cost
+    assert flops["teacher_scoring"] == flops["teacher_forward"]["per_token"] * scored > 0
+    assert hard_record["flops"]["teacher_scoring"] == 0
+    assert {"kd", "ntp", "z"} <= set(soft_record["loss_history"][0])
+
+
+class InitialStudent(TrainerCallback):
+    """A copy of the student as training starts (a new model: the trainer's one has a patched forward)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = AutoModelForCausalLM.from_config(model.config).eval()
+        self.model.load_state_dict(copy.deepcopy(model.state_dict()))
+
+
+def test_online_kd_loss_is_the_dense_formula(soft_label_dir, tiny_teacher, tmp_path):
+    """lam=1, tau=1: loss = mean over supervised tokens of KL(teacher || student) + 1e-4 logsumexp(student)^2."""
+    initial = InitialStudent()
+    output_dir = run_kd(
+        kd_argv(soft_label_dir, tmp_path / "online", "--teacher_mode", "online", "--max_steps", "1",
+                "--per_device_train_batch_size", "48"),  # the whole dataset in one batch
+        [initial],
+    )  # fmt: skip
+    record = read_run_record(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    sequences = build_training_data(load_hard_labels(str(soft_label_dir)), tokenizer, DataOptions()).dataset
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    kl = teacher_student_kl(teacher, initial.model, sequences)
+    z = mean_squared_logsumexp(initial.model, sequences)
+    (logged,) = record["loss_history"]
+    assert logged["kd"] == pytest.approx(kl, rel=1e-4)
+    assert logged["z"] == pytest.approx(z, rel=1e-4)
+    assert logged["loss"] == pytest.approx(kl + 1e-4 * z, rel=1e-4)
+
+    assert record["method"] == "kd" and record["details"]["kd"]["teacher_mode"] == "online"
+    assert record["details"]["kd"]["teacher"] == str(tiny_teacher)
+    flops = record["flops"]  # the teacher ran on every token the student trained on
+    assert flops["teacher_scoring"] == flops["teacher_forward"]["per_token"] * record["tokens_processed"]
+
+
+@torch.no_grad()
+def mean_squared_logsumexp(model, sequences) -> float:
+    values = []
+    for ids, labels in zip(sequences["input_ids"], sequences["labels"], strict=True):
+        positions = torch.tensor(labels[1:]) != IGNORE_INDEX
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1][positions]
+        values.append(torch.logsumexp(logits, dim=-1).square())
+    return torch.cat(values).mean().item()
