@@ -4,6 +4,7 @@ online KD against the dense formula; the run folder."""
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -11,9 +12,12 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.kd import main
 from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
 from distillab.sft.run_folder import read_run_record
-from tests.kd.conftest import kd_argv, run_kd
+from tests.cli import assert_user_error, run_distillab
+from tests.kd.conftest import kd_argv, run_kd, write_soft_labels
+from tests.kd.test_soft_labels import BAD_ROWS, corrupt
 from tests.sft.test_train import FRESH, run_sft, sft_argv
 
 pytestmark = pytest.mark.slow
@@ -119,3 +123,76 @@ def mean_squared_logsumexp(model, sequences) -> float:
         logits = model(input_ids=torch.tensor([ids])).logits[0, :-1][positions]
         values.append(torch.logsumexp(logits, dim=-1).square())
     return torch.cat(values).mean().item()
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, soft_label_rows, hard_label_dir, soft_label_dir, tiny_teacher):
+    """name -> (argv, expected error text)."""
+    rows, metadata = soft_label_rows
+    datasets = {
+        case: write_soft_labels(
+            tmp_path / case.replace(" ", "-"), [*rows[:7], corrupt(rows[7], case)], metadata
+        )
+        for case in ("nan log-prob", "id outside the vocabulary", "too few positions")
+    }
+    other_tokenizer = tmp_path / "other-tokenizer"
+    shutil.copytree(tiny_teacher, other_tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(other_tokenizer)
+    tokenizer.add_tokens(["<|tool|>"])
+    tokenizer.save_pretrained(other_tokenizer)
+    out = tmp_path / "out"
+    return {
+        **{
+            case: (kd_argv(dataset, out), f"soft labels row {rows[7]['id']}: {BAD_ROWS[case]}")
+            for case, dataset in datasets.items()
+        },
+        "top_k above stored": (
+            kd_argv(soft_label_dir, out, "--top_k", "32"),
+            "--top_k 32 is more than the 16 soft labels stored per position",
+        ),
+        "no soft labels": (kd_argv(hard_label_dir, out), "has no complete soft labels"),
+        "student with another tokenizer": (
+            kd_argv(
+                soft_label_dir,
+                out,
+                "--student_kind",
+                "pretrained",
+                "--model_name_or_path",
+                str(other_tokenizer),
+            ),
+            "differs from the soft labels' teacher",
+        ),
+        "online teacher with another tokenizer": (
+            kd_argv(soft_label_dir, out, "--teacher_mode", "online", "--teacher", str(other_tokenizer)),
+            f"differs from the teacher's ({other_tokenizer})",
+        ),
+    }
+
+
+BAD_INPUTS = [
+    "nan log-prob",
+    "id outside the vocabulary",
+    "too few positions",
+    "top_k above stored",
+    "no soft labels",
+    "student with another tokenizer",
+    "online teacher with another tokenizer",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_a_one_line_error_before_anything_is_written(bad_inputs, case, tmp_path, capsys):
+    argv, message = bad_inputs[case]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["nan log-prob", "student with another tokenizer"])
+def test_cli_error_contract_in_a_subprocess(bad_inputs, case, tmp_path):
+    argv, message = bad_inputs[case]
+    assert_user_error(run_distillab("kd", *argv), message)
+    assert not (tmp_path / "out").exists()
