@@ -1,4 +1,4 @@
-"""Stored soft labels on the SFT sequences: alignment, cutting, packing, batching, bad rows, config checks."""
+"""Stored soft labels on the SFT sequences: alignment, cutting, packing, batching, bad rows, vocabulary checks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import torch
 from transformers import AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from distillab.errors import ConfigError, DataError
-from distillab.kd.config import DistillabKDConfig
+from distillab.errors import DataError
 from distillab.kd.soft_labels import (
     TOPK_IDS,
     TOPK_LOGPROBS,
@@ -160,35 +159,3 @@ def test_the_student_must_share_the_teachers_vocabulary(tokenizer):
         check_same_vocabulary(tokenizer, VOCAB, "0123456789abcdef", VOCAB, "the teacher")
     with pytest.raises(DataError, match="the student's vocabulary has 2048 entries, the teacher 2056"):
         check_same_vocabulary(tokenizer, VOCAB, fingerprint, VOCAB + 8, "the teacher")
-
-
-def kd_config(*argv: str) -> DistillabKDConfig:
-    from distillab.configs import parse_config
-
-    return parse_config(DistillabKDConfig, ["--dataset_name", "x", "--student_kind", "fresh", *argv])
-
-
-def test_config_defaults_follow_the_papers_practice():
-    loss = kd_config().loss_config()
-    assert (loss.divergence, loss.temperature, loss.lam, loss.z_loss) == ("forward_kl", 1.0, 1.0, 1e-4)
-    assert kd_config().teacher_mode == "offline" and kd_config().output_dir == "outputs/kd"
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--lam", "1.5"], "--lam must be in [0, 1], got 1.5"),
-        (["--temperature", "0"], "--temperature must be > 0"),
-        (
-            ["--divergence", "reverse_kl"],
-            "--divergence reverse_kl with offline top-k soft labels needs --tail",
-        ),
-        (["--teacher", "t"], "--teacher/--teacher_revision apply to --teacher_mode online"),
-        (["--teacher_mode", "online", "--top_k", "8"], "--top_k applies to --teacher_mode offline"),
-        (["--top_k", "0"], "--top_k must be >= 1"),
-    ],
-)
-def test_bad_kd_settings_are_config_errors(argv, message):
-    with pytest.raises(ConfigError) as error:
-        kd_config(*argv)
-    assert message in str(error.value)
