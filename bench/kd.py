@@ -1,0 +1,173 @@
+"""Offline top-k KD vs SFT, side by side: training step time, soft-label storage, loss-only memory.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/kd.py [--steps 30] [--batch 8] [--repeats 3] [--k 64]
+
+1. Step time. `distillab kd` (offline, top-k soft labels) and `distillab sft` train the same student on the same
+   sequences with the same batch, each side in a fresh process, alternating, --repeats times. A callback clocks
+   the training loop (data preparation, model loading and saving excluded; batch collation included) in wall
+   time and process CPU time; the figure is seconds per step, median over runs. Target: KD / SFT <= 1.15.
+   Setups: "tiny" (bench/sft.py's offline assets: ~10M student, 2,048-token vocabulary, 256 rows), and
+   "smollm2" (a fresh "tiny" student with SmolLM2's 49,152-token vocabulary on the demo's hard labels) when
+   outputs/demo/generate and assets/SmolLM2-135M-Instruct exist (`distillab demo` builds them).
+2. Storage. Each setup's dataset is scored once with `distillab label --soft_labels_k K`; the label stage
+   records the on-disk bytes its soft-label columns add per scored token (`bytes_per_token` in distillab.json).
+   Target at k = 64: <= 300 bytes/token.
+3. Loss-only memory and time: bench/kd_loss_memory.py, run as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from sft import build_assets, training_clock  # noqa: E402  (bench/sft.py)
+
+CACHE = REPO / ".cache" / "bench-kd"
+SIDES = ("sft", "kd")
+SMOLLM2 = REPO / "assets" / "SmolLM2-135M-Instruct"
+DEMO_HARD_LABELS = REPO / "outputs" / "demo" / "generate"
+
+
+def setups(k: int) -> dict[str, dict[str, str]]:
+    """name -> dataset with top-k soft labels, student arguments."""
+    dataset, student = build_assets()
+    found = {"tiny": {"dataset": str(soft_labels(dataset, "tiny", k)), "student": f"--student_kind pretrained "
+                      f"--model_name_or_path {student}"}}  # fmt: skip
+    if (DEMO_HARD_LABELS / "distillab.json").is_file() and (SMOLLM2 / "config.json").is_file():
+        found["smollm2"] = {
+            "dataset": str(soft_labels(DEMO_HARD_LABELS, "smollm2", k)),
+            "student": f"--student_kind fresh --student_preset tiny --model_name_or_path {SMOLLM2}",
+        }
+    return found
+
+
+def soft_labels(dataset: Path, name: str, k: int) -> Path:
+    """`distillab label` on `dataset` at top-k, into the bench cache (once)."""
+    from distillab.generate.label import LabelConfig, label
+
+    return label(LabelConfig(dataset=str(dataset), soft_labels_k=k, output_dir=str(CACHE / f"{name}-top{k}")))
+
+
+def run_training(args) -> dict:
+    """One side, in this process: train and clock the loop."""
+    from distillab.configs import parse_config
+
+    argv = [
+        "--dataset_name", args.dataset, "--output_dir", args.output_dir, *shlex.split(args.student),
+        "--per_device_train_batch_size", str(args.batch), "--max_steps", str(args.steps),
+        "--max_length", str(args.max_length), "--learning_rate", "1e-3", "--seed", "0",
+        "--logging_steps", str(args.steps), "--save_strategy", "no", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    clock = training_clock()
+    if args.side == "kd":
+        from distillab.kd.config import DistillabKDConfig
+        from distillab.kd.train import train_kd
+
+        output_dir = train_kd(parse_config(DistillabKDConfig, argv), [clock])
+    else:
+        from distillab.sft.config import DistillabSFTConfig
+        from distillab.sft.train import train_student
+
+        output_dir = train_student(parse_config(DistillabSFTConfig, argv), [clock])
+    record = json.loads((output_dir / "distillab_run.json").read_text())
+    return {"steps": record["training"]["global_step"], "tokens": record["train_tokens"], "wall": clock.wall,
+            "cpu": clock.cpu}  # fmt: skip
+
+
+def run_side(side: str, setup: dict[str, str], args) -> dict:
+    """One measurement in a fresh process."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        command = [
+            sys.executable, __file__, "--side", side, "--output_dir", output_dir, "--dataset", setup["dataset"],
+            "--student", setup["student"], "--steps", str(args.steps), "--batch", str(args.batch),
+            "--max_length", str(args.max_length),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
+        return json.loads(Path(output_dir, "bench.json").read_text())
+
+
+def step_times(name: str, setup: dict[str, str], args) -> None:
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    for repeat in range(args.repeats):
+        for side in SIDES:
+            result = run_side(side, setup, args)
+            runs[side].append(result)
+            print(
+                f"  {name} run {repeat + 1} {side:<4} {result['wall'] / result['steps'] * 1e3:7.1f} ms/step wall, "
+                f"{result['cpu'] / result['steps'] * 1e3:7.1f} ms/step CPU",
+                flush=True,
+            )
+    per_step = {
+        side: {
+            clock: statistics.median(r[clock] / r["steps"] for r in side_runs) for clock in ("wall", "cpu")
+        }
+        for side, side_runs in runs.items()
+    }
+    assert runs["sft"][0]["tokens"] == runs["kd"][0]["tokens"], "SFT and KD trained on different tokens"
+    print(
+        f"{name}: {args.steps} steps x batch {args.batch}, D = {runs['kd'][0]['tokens']:,} supervised tokens both; "
+        f"median ms/step SFT {per_step['sft']['wall'] * 1e3:.1f} wall / {per_step['sft']['cpu'] * 1e3:.1f} CPU, "
+        f"KD {per_step['kd']['wall'] * 1e3:.1f} wall / {per_step['kd']['cpu'] * 1e3:.1f} CPU"
+    )
+    print(
+        f"{name}: KD / SFT step time {per_step['kd']['cpu'] / per_step['sft']['cpu']:.3f} (CPU), "
+        f"{per_step['kd']['wall'] / per_step['sft']['wall']:.3f} (wall); target <= 1.15"
+    )
+
+
+def storage(name: str, setup: dict[str, str], k: int) -> None:
+    from distillab.data.hardlabels import read_metadata
+
+    soft = read_metadata(setup["dataset"])["soft_labels"]
+    verdict = "meets" if soft["bytes_per_token"] <= 300 else "ABOVE"
+    print(
+        f"{name}: top-{soft['k']} soft labels, vocab {soft['vocab_size']:,}, {soft['logprob_dtype']} log-probs, "
+        f"{soft['scored_tokens']:,} scored tokens: {soft['bytes_per_token']:.1f} bytes/token on disk "
+        f"({verdict} the <= 300 target at k = {k})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max_length", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--k", type=int, default=64, help="soft labels stored per position")
+    parser.add_argument("--skip_memory", action="store_true", help="leave out bench/kd_loss_memory.py")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one measurement (internal)
+    parser.add_argument("--output_dir", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--student", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        Path(args.output_dir, "bench.json").write_text(json.dumps(run_training(args)))
+        return
+
+    found = setups(args.k)
+    print("\n== 1. training step: offline top-k KD vs SFT (same student, batch, sequences)")
+    for name, setup in found.items():
+        step_times(name, setup, args)
+    print(f"\n== 2. soft-label storage at k = {args.k} (distillab label)")
+    for name, setup in found.items():
+        storage(name, setup, args.k)
+    if not args.skip_memory:
+        print("\n== 3. loss only: bench/kd_loss_memory.py")
+        subprocess.run([sys.executable, str(REPO / "bench" / "kd_loss_memory.py")], check=True)
+
+
+if __name__ == "__main__":
+    main()
