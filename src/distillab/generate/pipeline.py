@@ -3,6 +3,7 @@
 No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
 """
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,13 @@ def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None
             input_batch_size=config.batch_size,
         )
         load >> teacher >> writer
+    root_handlers = list(logging.getLogger().handlers)
     try:
         pipeline.run(use_cache=False)
     except RuntimeError as err:  # distilabel logs the step's own traceback above this
         raise EngineError(
             f"the {config.engine} teacher engine failed ({err}); its error is logged above"
         ) from None
+    finally:
+        # distilabel routes the root logger into a queue it closes at the end: give the root logger back.
+        logging.getLogger().handlers = root_handlers
