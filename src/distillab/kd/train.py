@@ -29,6 +29,8 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
 
 
 class KnowledgeDistillation(TrainingMethod):
+    """The KD additions to `train_student` (module docstring); `check_inputs` resolves the teacher's side."""
+
     name = "kd"
     trainer_class = DistillabKDTrainer
 
@@ -77,7 +79,9 @@ class KnowledgeDistillation(TrainingMethod):
                 self.teacher, revision=config.teacher_revision, trust_remote_code=config.trust_remote_code
             )
         except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot load the teacher's tokenizer from {self.teacher!r}: {err}") from None
+            raise ConfigError(
+                f"cannot load the teacher's tokenizer from {self.teacher!r}: {_first_line(err)}"
+            ) from None
         check_same_vocabulary(
             tokenizer,
             vocab_size,
@@ -121,7 +125,7 @@ def _vocab_size(model: str, revision: str | None, config: DistillabKDConfig) -> 
             model, revision=revision, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the model config of {model!r}: {err}") from None
+        raise ConfigError(f"cannot load the model config of {model!r}: {_first_line(err)}") from None
     return model_config.get_text_config().vocab_size
 
 
@@ -131,6 +135,13 @@ def _load_teacher(teacher: str, config: DistillabKDConfig):
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if config.bf16 else torch.float32
-    return AutoModelForCausalLM.from_pretrained(
-        teacher, revision=config.teacher_revision, dtype=dtype, trust_remote_code=config.trust_remote_code
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            teacher, revision=config.teacher_revision, dtype=dtype, trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load the teacher from {teacher!r}: {_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

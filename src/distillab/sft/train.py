@@ -33,12 +33,11 @@ class TrainingMethod:
 
     name = "sft"
     trainer_class: type[DistillabSFTTrainer] = DistillabSFTTrainer
+    # Adds per-token columns to the tokenised rows (see `build_training_data`); KD attaches its soft labels.
+    attach: Callable[[Any], Any] | None = None
 
     def check_inputs(self, config, hard_labels, metadata: dict | None, tokenizer) -> None:
         """Refuse inputs this method cannot train on, before anything is tokenised or written."""
-
-    # Adds per-token columns to the tokenised rows (see `build_training_data`); KD attaches its soft labels.
-    attach: Callable[[Any], Any] | None = None
 
     def trainer_kwargs(self, config) -> dict[str, Any]:
         """Extra keyword arguments of `trainer_class`."""
