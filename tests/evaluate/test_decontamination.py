@@ -34,9 +34,15 @@ def test_long_texts_overlap_through_a_shared_ngram():
 def test_short_texts_overlap_when_contained_whole():
     index = NgramIndex(TRAIN, n=8)
     assert index.overlaps("calculate 2 - -1.")
-    assert index.overlaps("lazy dog")
+    assert index.overlaps("over the lazy dog")
     assert not index.overlaps("Calculate 2 - -7.")
     assert not index.overlaps("")
+
+
+def test_bare_answers_are_too_short_to_overlap():
+    assert not NgramIndex(TRAIN, n=8).overlaps("lazy dog")
+    # A training set of bare answers does not contaminate every question that mentions the number.
+    assert not NgramIndex(["42", "-7"], n=8).overlaps("Calculate 42 + -7.")
 
 
 def test_overlap_report_counts_rows_and_keeps_examples():

@@ -58,7 +58,10 @@ class EvaluateConfig:
     )
     reference_seed: int = field(
         default=1234,
-        metadata={"help": "Generator seed; keep it apart from generate's seed so the sets do not overlap."},
+        metadata={
+            "help": "Generator seed. reasoning-gym's item i of seed s is item i + 1 of seed s - 1: keep the "
+            "seeds of generate (42) and of every eval set further apart than their sizes."
+        },
     )
     system_prompt: str | None = field(
         default=None,
@@ -103,7 +106,10 @@ class EvaluateConfig:
     lm_eval_num_docs: int = field(
         default=200, metadata={"help": "Documents written for the offline arithmetic tasks."}
     )
-    lm_eval_seed: int = field(default=4321, metadata={"help": "Seed of the offline arithmetic tasks' data."})
+    lm_eval_seed: int = field(
+        default=4321,
+        metadata={"help": "Seed of the offline arithmetic tasks' data (see reference_seed on seed spacing)."},
+    )
     lm_eval_apply_chat_template: bool = field(
         default=True, metadata={"help": "Format lm-eval prompts with each model's chat template."}
     )

@@ -3,8 +3,12 @@ drops contaminated training rows.
 
 Texts are compared as lower-cased word n-grams (words and punctuation marks are tokens). Two texts overlap
 when they share a run of n tokens or, when one has fewer than n tokens, when it occurs whole inside the other
-(short prompts such as "Calculate 2 - -1." are then still caught). The relation is symmetric, so the report
-(eval rows against the training corpus) and the filter (training rows against the eval corpus) agree.
+(short prompts such as "Calculate 2 - -1." are then still caught). Texts of fewer than MIN_TOKENS tokens (a
+bare answer such as "42") are too generic to tell anything and never overlap. The relation is symmetric, so
+the report (eval rows against the training corpus) and the filter (training rows against the eval corpus) agree.
+
+With procedural data, check the seeds too: reasoning-gym draws item i of seed s from the same generator state
+as item i - 1 of seed s + 1, so two runs whose seeds differ by less than their sizes share most prompts.
 
 Standalone: `python -m distillab.evaluate.decontamination --dataset HARD_LABELS --eval_config
 recipes/X/evaluate.yaml --output_dir OUT` writes a copy of a hard-label dataset without the rows whose prompt
@@ -23,6 +27,7 @@ from typing import Any
 from distillab.errors import exit_on_user_error
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
+MIN_TOKENS = 4
 EXAMPLES_KEPT = 3
 
 
@@ -39,19 +44,19 @@ class NgramIndex:
 
     def __init__(self, texts: Iterable[str], n: int):
         self.n = n
-        self._documents = [words(text) for text in texts]
+        self._documents = [tokens for tokens in map(words, texts) if len(tokens) >= MIN_TOKENS]
         self._grams: dict[int, set[tuple[str, ...]]] = {}
         self._short: dict[int, set[tuple[str, ...]]] = {}  # corpus texts shorter than n, by length
         for tokens in self._documents:
-            if 0 < len(tokens) < n:
+            if len(tokens) < n:
                 self._short.setdefault(len(tokens), set()).add(tuple(tokens))
 
     def overlaps(self, text: str) -> bool:
         """Does `text` share a run of min(n, its length, a corpus text's length) tokens with a corpus text?"""
         tokens = words(text)
-        size = min(self.n, len(tokens))
-        if size == 0:
+        if len(tokens) < MIN_TOKENS:
             return False
+        size = min(self.n, len(tokens))
         grams = self._grams_of_size(size)
         if any(gram in grams for gram in ngrams(tokens, size)):
             return True

@@ -31,6 +31,11 @@ def _color(method: str) -> str:
     return METHOD_COLORS.get(method, OTHER_COLOR)
 
 
+def _display_name(model: dict[str, Any]) -> str:
+    """`name (method)`, or just the name when it is the method."""
+    return model["name"] if model["name"] == model["method"] else f"{model['name']} ({model['method']})"
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -64,7 +69,7 @@ def metric_bars(
     fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.5 * len(shown)))
     numbers = [v for _, v in shown]
     bars = ax.barh(
-        [f"{m['name']} ({m['method']})" for m, _ in shown],
+        [_display_name(m) for m, _ in shown],
         numbers,
         color=[_color(m["method"]) for m, _ in shown],
     )
@@ -92,7 +97,7 @@ def ce_vs_flops(models: list[dict[str, Any]], path: Path) -> Path | None:
     teacher = next((m for m in models if m["method"] == "teacher"), None)
     if teacher is not None:
         ax.axhline(teacher["ce_reference"], color=_color("teacher"), ls="--", lw=1)
-        extra = (Line2D([], [], color=_color("teacher"), ls="--", label=f"teacher {teacher['name']}"),)
+        extra = (Line2D([], [], color=_color("teacher"), ls="--", label=_display_name(teacher)),)
     ax.set_xscale("log")
     ax.margins(x=0.2, y=0.15)
     ax.set_xlabel("total FLOPs (student training + teacher generation/scoring)")
