@@ -26,6 +26,10 @@ def test_demo_recipe_parses_and_cli_overrides_win():
     ]
 
 
+def test_lm_eval_none_skips_lm_eval():
+    assert parse_config(EvaluateConfig, ["--teacher", "t", "--lm_eval_tasks", "none"]).lm_eval_tasks == []
+
+
 def test_a_fractional_limit_stays_a_fraction():
     assert EvaluateConfig(teacher="t", lm_eval_limit=0.25).lm_eval_limit_value == 0.25
 

@@ -94,7 +94,7 @@ class EvaluateConfig:
         metadata={
             "help": "lm-eval task names: the offline tasks shipped here (distillab_arithmetic, "
             "distillab_arithmetic_mc), tasks under --lm_eval_include_path, or standard names (need the Hub). "
-            "An empty list skips lm-eval."
+            "`none` (or an empty list in the recipe) skips lm-eval."
         },
     )
     lm_eval_include_path: list[str] = field(
@@ -152,6 +152,8 @@ class EvaluateConfig:
     dtype: str = field(default="float32", metadata={"help": "Model weights dtype.", "choices": list(DTYPES)})
 
     def __post_init__(self) -> None:
+        if self.lm_eval_tasks == ["none"]:
+            self.lm_eval_tasks = []
         if not self.teacher:
             raise ConfigError("--teacher is required: a local HF folder or a Hub model id")
         for name in ("batch_size", "max_length", "lm_eval_num_docs", "decontamination_ngram"):

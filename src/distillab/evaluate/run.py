@@ -2,8 +2,9 @@
 
 Order: every input is checked first (model folders, eval sets, lm-eval task names, coefficients), so a typo
 fails in seconds with one line. Then the teacher is loaded once and kept; each student is loaded in turn and
-scored on the reference data and, beside the teacher, on the held-out teacher generations; then lm-eval runs
-per model. Output, in `output_dir`:
+scored on the reference data and, beside the teacher, on the held-out teacher generations (the teacher's
+logits are recomputed per student: nothing of vocabulary size is cached); then lm-eval runs per model.
+Output, in `output_dir`:
 
     results.json            one entry per model + the eval sets, decontamination and law settings used
     report.md               the comparison tables (hard vs soft vs supervised, law, lm-eval, decontamination)
