@@ -89,13 +89,22 @@ class GenerateConfig:
     num_generations: int = field(default=1, metadata={"help": "Generations per prompt."})
     batch_size: int | None = field(
         default=None,
-        metadata={"help": "Prompts per engine call; also the shard size flushed to disk "
-                  "(default 16 for transformers, 64 for vllm/openai, which batch continuously)."},
+        metadata={
+            "help": "Prompts per engine call; also the shard size flushed to disk "
+            "(default 16 for transformers, 64 for vllm/openai, which batch continuously)."
+        },
     )
 
     # Soft labels (optional second pass on the same tokens)
     soft_labels_k: int = field(
         default=0, metadata={"help": "If > 0, also store the teacher's top-k log-probs on the same tokens."}
+    )
+    soft_labels_engine: str | None = field(
+        default=None,
+        metadata={
+            "help": "Scorer for the soft labels: transformers (exact, no start-up) or vllm "
+            "(default: --engine when it is one of those)."
+        },
     )
 
     # Output
@@ -131,8 +140,12 @@ class GenerateConfig:
             raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
         if self.soft_labels_k < 0:
             raise ConfigError(f"--soft_labels_k must be >= 0, got {self.soft_labels_k}")
-        if self.soft_labels_k and self.engine == "openai":
-            raise ConfigError("--soft_labels_k needs a local teacher: --engine transformers or vllm")
+        if self.soft_labels_engine is None and self.engine != "openai":
+            self.soft_labels_engine = self.engine
+        if self.soft_labels_k and self.soft_labels_engine not in ("transformers", "vllm"):
+            raise ConfigError(
+                "--soft_labels_k needs a local scorer: --soft_labels_engine transformers or vllm"
+            )
 
     @property
     def greedy(self) -> bool:

@@ -174,7 +174,7 @@ def _finish(config: GenerateConfig, output_dir: Path) -> Path:
                 dataset=str(output_dir),
                 model=config.model,
                 revision=config.revision,
-                engine=config.engine,
+                engine=config.soft_labels_engine,
                 soft_labels_k=config.soft_labels_k,
                 batch_size=config.batch_size,
                 dtype=config.dtype,
