@@ -1,0 +1,89 @@
+"""`distillab demo` chains the stage commands; finished stages are recognised by their own completion markers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distillab import demo
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_stages_are_the_users_commands_in_order(tmp_path):
+    plan = demo.stages(RECIPES, tmp_path, quick=False)
+    assert [s.name for s in plan] == [
+        "teacher",
+        "hard + soft labels",
+        "held-out teacher generations",
+        "hard-label student (SFT)",
+        "soft-label student (KD)",
+        "evaluation + report",
+    ]
+    sft, kd = plan[3].command, plan[4].command
+    assert sft[sft.index("-m", 3) + 1] == "distillab.sft" and kd[kd.index("-m", 3) + 1] == "distillab.kd"
+    assert ["--config", str(RECIPES / "sft.yaml"), "--dataset_name", str(tmp_path / "generate")] == sft[-6:-2]
+    assert "--num_train_epochs" in demo.stages(RECIPES, tmp_path, quick=True)[3].command
+    for recipe in ("generate", "sft", "kd", "evaluate"):
+        assert (RECIPES / f"{recipe}.yaml").is_file()
+
+
+def test_finished_stages_are_recognised(tmp_path):
+    plan = demo.stages(RECIPES, tmp_path, quick=False)
+    assert not any(stage.done() for stage in plan[1:])
+    write_json(tmp_path / "generate" / "distillab.json", {"complete": True})
+    assert not plan[1].done()  # hard labels alone: the soft labels are still missing
+    write_json(
+        tmp_path / "generate" / "distillab.json", {"complete": True, "soft_labels": {"complete": True}}
+    )
+    write_json(tmp_path / "heldout" / "distillab.json", {"complete": True})
+    write_json(tmp_path / "sft" / "distillab_run.json", {"complete": True})
+    write_json(tmp_path / "kd" / "distillab_run.json", {"complete": False})
+    assert [stage.done() for stage in plan[1:5]] == [True, True, True, False]
+
+
+def test_summary_table():
+    results = {
+        "models": [
+            {
+                "name": "teacher",
+                "method": "teacher",
+                "ce_reference": 1.23456,
+                "ce_teacher_generations": 0.5,
+                "kl_teacher": None,
+                "top1_agreement": None,
+                "predicted_loss": None,
+                "flops": None,
+            },
+            {
+                "name": "soft",
+                "method": "kd",
+                "ce_reference": 3.0,
+                "ce_teacher_generations": 2.0,
+                "kl_teacher": 0.75,
+                "top1_agreement": 0.4321,
+                "predicted_loss": 2.9,
+                "flops": {"total": 2.5e15},
+            },
+        ]
+    }
+    lines = demo.summary_table(results).splitlines()
+    assert lines[0].split() == [
+        "model",
+        "method",
+        "CE",
+        "ref",
+        "CE",
+        "gen",
+        "KL(T||S)",
+        "top-1",
+        "law",
+        "PFLOPs",
+    ]
+    assert lines[1].split() == ["teacher", "teacher", "1.235", "0.500", "-", "-", "-", "-"]
+    assert lines[2].split() == ["soft", "kd", "3.000", "2.000", "0.750", "43.2%", "2.900", "2.500"]
