@@ -25,9 +25,12 @@ from pathlib import Path
 from distillab.assets import DEFAULT_DIR as TEACHER_DIR
 from distillab.errors import ConfigError, DistillabError, exit_on_user_error
 
+# Held-out prompts from another arithmetic generator: reasoning-gym's basic_arithmetic repeats its short
+# expressions across seeds, which would leak training prompts into the held-out set.
+HELDOUT = ["--generator", "chain_sum", "--num_prompts", "32", "--seed", "7"]
 QUICK = {  # --quick: fewer prompts, shorter answers, one epoch, a smaller lm-eval sample
     "generate": ["--num_prompts", "32", "--max_new_tokens", "64"],
-    "heldout": ["--num_prompts", "16", "--max_new_tokens", "64"],
+    "heldout": ["--num_prompts", "16", "--max_new_tokens", "64"],  # last flag wins over HELDOUT
     "train": ["--num_train_epochs", "1"],
     "evaluate": ["--lm_eval_limit", "16", "--reference_num_rows", "32"],
 }
@@ -88,8 +91,7 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
                 "generate",
                 "--config",
                 str(recipes / "generate.yaml"),
-                "--seed",
-                "7",
+                *HELDOUT,
                 "--soft_labels_k",
                 "0",
                 "--output_dir",
