@@ -35,14 +35,18 @@ def raw_transformers(model: str, texts: list[str], max_new_tokens: int, batch_si
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
     tokens = 0
     for begin in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[begin : begin + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False)
+        batch = tokenizer(
+            texts[begin : begin + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         with torch.inference_mode():
-            out = lm.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                              pad_token_id=tokenizer.pad_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
+            out = lm.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        new = out[:, batch["input_ids"].shape[1] :]
         eos = tokenizer.eos_token_id
-        tokens += sum(int((row == eos).nonzero()[0, 0]) + 1 if (row == eos).any() else len(row) for row in new)
+        tokens += sum(
+            int((row == eos).nonzero()[0, 0]) + 1 if (row == eos).any() else len(row) for row in new
+        )
     return tokens
 
 
@@ -63,22 +67,49 @@ def run_raw(engine: str, model: str, n: int, max_new_tokens: int, batch_size: in
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     texts = [
-        tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}],
-                                      tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
         for p in prompts(n)
     ]
     start = time.perf_counter()
-    tokens = {"transformers": raw_transformers, "vllm": raw_vllm}[engine](model, texts, max_new_tokens, batch_size)
+    tokens = {"transformers": raw_transformers, "vllm": raw_vllm}[engine](
+        model, texts, max_new_tokens, batch_size
+    )
     return {"tokens": tokens, "seconds": time.perf_counter() - start}
 
 
 def run_distillab(engine: str, model: str, n: int, max_new_tokens: int, batch_size: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "distillab.cli", "generate", "--model", model, "--engine", engine,
-                   "--generator", "basic_arithmetic", "--num_prompts", str(n), "--seed", "42",
-                   "--system_prompt", SYSTEM, "--max_new_tokens", str(max_new_tokens),
-                   "--batch_size", str(batch_size), "--max_model_len", "2048", "--enforce_eager",
-                   "--output_dir", out]
+        command = [
+            sys.executable,
+            "-m",
+            "distillab.cli",
+            "generate",
+            "--model",
+            model,
+            "--engine",
+            engine,
+            "--generator",
+            "basic_arithmetic",
+            "--num_prompts",
+            str(n),
+            "--seed",
+            "42",
+            "--system_prompt",
+            SYSTEM,
+            "--max_new_tokens",
+            str(max_new_tokens),
+            "--batch_size",
+            str(batch_size),
+            "--max_model_len",
+            "2048",
+            "--enforce_eager",
+            "--output_dir",
+            out,
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
@@ -88,9 +119,21 @@ def run_distillab(engine: str, model: str, n: int, max_new_tokens: int, batch_si
 
 def measure(kind: str, engine: str, args) -> dict:
     """Run one measurement in a fresh interpreter and return its JSON."""
-    command = [sys.executable, __file__, "--_measure", kind, engine, "--model", args.model,
-               "--num_prompts", str(args.num_prompts), "--max_new_tokens", str(args.max_new_tokens),
-               "--batch_size", str(args.batch_size)]
+    command = [
+        sys.executable,
+        __file__,
+        "--_measure",
+        kind,
+        engine,
+        "--model",
+        args.model,
+        "--num_prompts",
+        str(args.num_prompts),
+        "--max_new_tokens",
+        str(args.max_new_tokens),
+        "--batch_size",
+        str(args.batch_size),
+    ]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -110,15 +153,21 @@ def main() -> None:
         run = run_raw if kind == "raw" else run_distillab
         print(json.dumps(run(engine, args.model, args.num_prompts, args.max_new_tokens, args.batch_size)))
         return
-    print(f"{args.num_prompts} prompts, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "
-          f"model={args.model}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    print(f"{'engine':<13}{'raw tok':>9}{'raw s':>8}{'raw tok/s':>11}{'distillab tok':>15}{'s':>7}"
-          f"{'tok/s':>8}{'ratio':>8}")
+    print(
+        f"{args.num_prompts} prompts, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "
+        f"model={args.model}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    )
+    print(
+        f"{'engine':<13}{'raw tok':>9}{'raw s':>8}{'raw tok/s':>11}{'distillab tok':>15}{'s':>7}"
+        f"{'tok/s':>8}{'ratio':>8}"
+    )
     for engine in args.engines:
         raw, ours = measure("raw", engine, args), measure("distillab", engine, args)
         raw_rate, our_rate = raw["tokens"] / raw["seconds"], ours["tokens"] / ours["seconds"]
-        print(f"{engine:<13}{raw['tokens']:>9}{raw['seconds']:>8.1f}{raw_rate:>11.1f}{ours['tokens']:>15}"
-              f"{ours['seconds']:>7.1f}{our_rate:>8.1f}{our_rate / raw_rate:>8.2f}")
+        print(
+            f"{engine:<13}{raw['tokens']:>9}{raw['seconds']:>8.1f}{raw_rate:>11.1f}{ours['tokens']:>15}"
+            f"{ours['seconds']:>7.1f}{our_rate:>8.1f}{our_rate / raw_rate:>8.2f}"
+        )
 
 
 if __name__ == "__main__":
