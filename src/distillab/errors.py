@@ -32,6 +32,11 @@ class EngineError(DistillabError):
     """A teacher engine cannot be created or reached."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors about a library's failure."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def exit_on_user_error(main: F) -> F:
     """Decorate a CLI entry point: DistillabError -> `error: ...` on stderr and exit 2."""
 

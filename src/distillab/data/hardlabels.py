@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillab.errors import DataError
+from distillab.errors import DataError, first_line
 from distillab.fileio import atomic_write_json, atomic_write_text, read_json
 
 METADATA_NAME = "distillab.json"
@@ -143,7 +143,7 @@ def load_hard_labels(source: str, split: str = "train", require_complete: bool =
         try:
             dataset = datasets.load_dataset(source, split=split)
         except Exception as err:  # not found, offline, bad split ...
-            raise DataError(f"cannot load dataset {source!r}: {str(err).splitlines()[0]}") from None
+            raise DataError(f"cannot load dataset {source!r}: {first_line(err)}") from None
     check_columns(dataset.column_names, REQUIRED_COLUMNS, source)
     return dataset
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import DataError
+from distillab.errors import DataError, first_line
 from distillab.evaluate.config import GENERATOR_PREFIX, EvaluateConfig
-from distillab.evaluate.util import first_line
 from distillab.fileio import atomic_write_text
 from distillab.sft.data import IGNORE_INDEX, NO_ASSISTANT_TURN, end_of_turn_token_id, tokenize_conversation
 

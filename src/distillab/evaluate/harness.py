@@ -19,11 +19,10 @@ from typing import Any
 
 import yaml
 
-from distillab.errors import ConfigError
+from distillab.errors import ConfigError, first_line
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.evalsets import generator_records
 from distillab.evaluate.models import ModelSpec
-from distillab.evaluate.util import first_line
 from distillab.fileio import atomic_write_text
 
 TASKS_DIR = Path(__file__).parent / "tasks"

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import ConfigError, DistillabError
-from distillab.evaluate.util import first_line
+from distillab.errors import ConfigError, DistillabError, first_line
 from distillab.fileio import read_json
 from distillab.sft.run_folder import read_run_record
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import DataError
+from distillab.errors import DataError, first_line
 from distillab.generate.config import GenerateConfig
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -74,20 +74,15 @@ def _load_table(config: GenerateConfig):
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train"), name
         except Exception as err:  # malformed files surface as many different exception types
-            raise DataError(f"cannot read prompt file {name}: {_first_line(err)}") from None
+            raise DataError(f"cannot read prompt file {name}: {first_line(err)}") from None
     try:
         table = datasets.load_dataset(name, config.dataset_config, split=config.dataset_split)
     except Exception as err:  # DatasetNotFoundError, ConnectionError, ValueError(split) ...
         raise DataError(
             f"cannot load dataset {name!r} (config={config.dataset_config}, split={config.dataset_split}): "
-            f"{_first_line(err)}"
+            f"{first_line(err)}"
         ) from None
     return table, f"{name}[{config.dataset_split}]"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 def build_prompt_set(config: GenerateConfig, tokenizer=None, context_length: int | None = None) -> PromptSet:

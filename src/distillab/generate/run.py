@@ -20,7 +20,7 @@ from distillab.data.hardlabels import (
 )
 from distillab.data.stats import duplicate_count, length_stats
 from distillab.data.tokenizers import tokenizer_fingerprint
-from distillab.errors import ConfigError, DataError, EngineError
+from distillab.errors import ConfigError, DataError, EngineError, first_line
 from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import check_server, engine_version
 from distillab.generate.prompts import PromptSet, build_prompt_set
@@ -96,9 +96,7 @@ def load_teacher_tokenizer(config: GenerateConfig):
         if config.engine == "openai":
             print(f"generate: warning: no local tokenizer for {source!r}; prompt lengths are not checked")
             return None, None
-        raise EngineError(
-            f"cannot load the teacher tokenizer from {source!r}: {str(err).splitlines()[0]}"
-        ) from None
+        raise EngineError(f"cannot load the teacher tokenizer from {source!r}: {first_line(err)}") from None
     if tokenizer.chat_template is None:
         raise EngineError(f"teacher tokenizer {source!r} has no chat template; use an instruct/chat model")
     try:

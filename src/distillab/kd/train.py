@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import ConfigError
+from distillab.errors import ConfigError, first_line
 from distillab.kd.config import DistillabKDConfig
 from distillab.kd.soft_labels import SoftLabelAttacher, check_same_vocabulary, soft_label_metadata
 from distillab.kd.trainer import LOGGED_TERMS, DistillabKDTrainer
@@ -80,7 +80,7 @@ class KnowledgeDistillation(TrainingMethod):
             )
         except (OSError, ValueError) as err:
             raise ConfigError(
-                f"cannot load the teacher's tokenizer from {self.teacher!r}: {_first_line(err)}"
+                f"cannot load the teacher's tokenizer from {self.teacher!r}: {first_line(err)}"
             ) from None
         check_same_vocabulary(
             tokenizer,
@@ -125,7 +125,7 @@ def _vocab_size(model: str, revision: str | None, config: DistillabKDConfig) -> 
             model, revision=revision, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the model config of {model!r}: {_first_line(err)}") from None
+        raise ConfigError(f"cannot load the model config of {model!r}: {first_line(err)}") from None
     return model_config.get_text_config().vocab_size
 
 
@@ -140,8 +140,4 @@ def _load_teacher(teacher: str, config: DistillabKDConfig):
             teacher, revision=config.teacher_revision, dtype=dtype, trust_remote_code=config.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the teacher from {teacher!r}: {_first_line(err)}") from None
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"cannot load the teacher from {teacher!r}: {first_line(err)}") from None

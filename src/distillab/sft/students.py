@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import ConfigError
+from distillab.errors import ConfigError, first_line
 
 # Size presets for fresh students (Llama-style; the vocabulary is the teacher's).
 PRESETS: dict[str, dict[str, int]] = {
@@ -52,9 +52,7 @@ def load_student_tokenizer(
             source, revision=revision, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
-        raise ConfigError(
-            f"cannot load the student's tokenizer from {source!r}: {_first_line(err)}"
-        ) from None
+        raise ConfigError(f"cannot load the student's tokenizer from {source!r}: {first_line(err)}") from None
     if chat_template_path:
         path = Path(chat_template_path)
         if not path.is_file():
@@ -210,7 +208,7 @@ def _load(loader, source: str, config: Any, revision: str | None = None, **kwarg
     try:
         return loader(source, revision=revision, trust_remote_code=config.trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the student model from {source!r}: {_first_line(err)}") from None
+        raise ConfigError(f"cannot load the student model from {source!r}: {first_line(err)}") from None
 
 
 @contextlib.contextmanager
@@ -225,7 +223,3 @@ def _zero3_disabled() -> Iterator[None]:
         yield
     finally:
         deepspeed._hf_deepspeed_config_weak_ref = saved
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
