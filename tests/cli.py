@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -24,6 +26,18 @@ def run_distillab(*argv: str, timeout: float = 300, **kwargs) -> subprocess.Comp
         timeout=timeout,
         **kwargs,
     )
+
+
+def in_process_user_error(main, argv: list[str], capsys) -> str:
+    """Run a CLI `main(argv)` in this process; it must exit 2 with an `error: ...` last line (returned)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: "), err[-3000:]
+    return last
 
 
 def assert_user_error(result: subprocess.CompletedProcess, message: str) -> None:

@@ -20,7 +20,7 @@ from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.generate.config import GenerateConfig
 from distillab.generate.prompts import build_prompt_set
 from distillab.generate.run import generate
-from tests.cli import assert_user_error, cli_env, run_distillab
+from tests.cli import assert_user_error, cli_env, in_process_user_error, run_distillab
 
 FIXTURE_ARGS = ["--generator", "basic_arithmetic", "--num_prompts", "48", "--max_new_tokens", "24"]
 
@@ -172,12 +172,7 @@ def test_changed_config_needs_overwrite(hard_label_dir, tiny_teacher, capsys):
 
 
 def user_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
-    return err[-1]
+    return in_process_user_error(cli.main, argv, capsys)
 
 
 @pytest.mark.parametrize(

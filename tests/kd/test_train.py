@@ -15,7 +15,7 @@ from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.kd import main
 from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
 from distillab.sft.run_folder import read_run_record
-from tests.cli import assert_user_error, run_distillab
+from tests.cli import assert_user_error, in_process_user_error, run_distillab
 from tests.kd.conftest import kd_argv, run_kd, write_soft_labels
 from tests.kd.test_soft_labels import BAD_ROWS, corrupt
 from tests.sft.test_train import FRESH, run_sft, sft_argv
@@ -183,11 +183,8 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_a_one_line_error_before_anything_is_written(bad_inputs, case, tmp_path, capsys):
     argv, message = bad_inputs[case]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+    line = in_process_user_error(main, argv, capsys)
+    assert message in line, line
     assert not (tmp_path / "out").exists()
 
 

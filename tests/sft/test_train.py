@@ -16,7 +16,7 @@ from distillab.sft import main
 from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
 from distillab.sft.run_folder import RUN_RECORD_NAME, read_run_record
 from distillab.sft.train import INIT_DIR
-from tests.cli import assert_user_error, run_distillab
+from tests.cli import assert_user_error, in_process_user_error, run_distillab
 
 pytestmark = pytest.mark.slow
 
@@ -238,11 +238,8 @@ def bad_inputs(tmp_path, hard_label_rows, hard_label_dir, tiny_teacher):
 )
 def test_bad_input_is_a_one_line_error_before_anything_is_written(bad_inputs, case, tmp_path, capsys):
     argv, message = bad_inputs[case]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+    line = in_process_user_error(main, argv, capsys)
+    assert message in line, line
     assert not (tmp_path / "out").exists()
 
 
