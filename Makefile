@@ -37,6 +37,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not distributed and not vllm" $(PYTEST_ARGS)
 
 bench: venv
+	$(VENV)/bin/distillab assets smollm2
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: venv
