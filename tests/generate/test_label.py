@@ -11,8 +11,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.data.tokenizers import tokenizer_fingerprint
-from distillab.errors import DataError
+from distillab.errors import ConfigError, DataError
+from distillab.generate.config import GenerateConfig
 from distillab.generate.label import LabelConfig, label
+from distillab.generate.run import generate
 from tests import tiny
 from tests.cli import run_distillab
 
@@ -105,3 +107,29 @@ def test_vllm_prompt_logprobs_match_transformers(tmp_path, soft_label_dir, hard_
                 not differ or abs(reference.values[j, -1] - full[j].sort(descending=True).values[16]) < 1e-3
             )
     assert read_metadata(output_dir)["soft_labels"]["engine"]["name"] == "vllm"
+
+
+def test_generate_with_soft_labels_scores_its_own_rows(tmp_path, tiny_teacher):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x = 1"}\n{"prompt": "import os"}\n')
+    output_dir = generate(
+        GenerateConfig(
+            model=str(tiny_teacher),
+            dataset=str(prompts),
+            max_new_tokens=6,
+            soft_labels_k=8,
+            output_dir=str(tmp_path / "out"),
+        )
+    )
+    rows = load_hard_labels(str(output_dir)).to_list()
+    assert [len(r["topk_ids"][0]) for r in rows] == [8, 8]
+    assert all(len(r["topk_ids"]) == len(r["input_ids"]) - r["completion_start"] for r in rows)
+    soft = read_metadata(output_dir)["soft_labels"]
+    assert soft["complete"] and soft["k"] == 8 and soft["engine"]["name"] == "transformers"
+
+
+def test_soft_labels_need_a_local_scorer():
+    with pytest.raises(ConfigError, match="--soft_labels_k needs a local scorer"):
+        GenerateConfig(
+            model="m", generator="chain_sum", engine="openai", base_url="http://x/v1", soft_labels_k=8
+        )
