@@ -39,20 +39,7 @@ def small_teacher(tmp_path_factory, tokenizer_dir):
 @pytest.fixture(scope="session")
 def hard_label_dir(tmp_path_factory, tiny_teacher):
     """A finished hard-label dataset: the tiny teacher's greedy completions on 48 offline arithmetic prompts."""
-    from distillab.generate.config import GenerateConfig
-    from distillab.generate.run import generate
-
-    output_dir = tmp_path_factory.mktemp("hard-labels")
-    config = GenerateConfig(
-        model=str(tiny_teacher),
-        engine="transformers",
-        generator="basic_arithmetic",
-        num_prompts=48,
-        max_new_tokens=24,
-        batch_size=16,
-        output_dir=str(output_dir),
-    )
-    return generate(config)
+    return tiny.generate_greedy(tiny_teacher, "basic_arithmetic", 48, tmp_path_factory.mktemp("hard-labels"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import tiny
 from tests.sft.test_train import FRESH, sft_argv
 
 
@@ -45,16 +46,4 @@ def soft_label_rows(soft_label_dir):
 @pytest.fixture(scope="session")
 def held_out_dir(tmp_path_factory, tiny_teacher):
     """The tiny teacher's greedy completions on 16 chain_sum prompts: sequences no student trains on."""
-    from distillab.generate.config import GenerateConfig
-    from distillab.generate.run import generate
-
-    config = GenerateConfig(
-        model=str(tiny_teacher),
-        engine="transformers",
-        generator="chain_sum",
-        num_prompts=16,
-        max_new_tokens=24,
-        batch_size=16,
-        output_dir=str(tmp_path_factory.mktemp("held-out-chain-sum")),
-    )
-    return generate(config)
+    return tiny.generate_greedy(tiny_teacher, "chain_sum", 16, tmp_path_factory.mktemp("held-out-chain-sum"))
