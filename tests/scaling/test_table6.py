@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from distillab.scaling.laws import BUSBRIDGE2025, distillation_loss, supervised_loss
+from tests import textbook
 
 SUPERVISED = {"E": 1.220, "A": 3355.0, "B": 18186.0, "alpha": 0.408, "beta": 0.431, "gamma": 0.452}
 DISTILLATION = {
@@ -49,18 +50,11 @@ FOURTH_DECIMAL = 5e-5
 
 
 def textbook_supervised(n, d):
-    """Eq. 1 as printed, on the literals."""
-    c = SUPERVISED
-    return c["E"] + (c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]) ** c["gamma"]
+    return textbook.supervised_loss(n, d, SUPERVISED)
 
 
 def textbook_distillation(n, d, teacher):
-    """Eq. 8 as printed, on the literals: ratio L_T / (Ltilde_S d1), exponent 1/f1."""
-    c = DISTILLATION
-    ratio = teacher / (textbook_supervised(n, d) * c["d1"])
-    gap = (1.0 + ratio ** (1.0 / c["f1"])) ** (-c["c1"] * c["f1"])
-    student = (c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]) ** c["gamma"]
-    return teacher + teacher ** (-c["c0"]) * gap * student
+    return textbook.distillation_loss(n, d, teacher, SUPERVISED, DISTILLATION)
 
 
 def test_the_named_set_holds_table_6():
