@@ -533,16 +533,25 @@ def _runs_of(runs: Runs, distilled: bool, source: str) -> Runs:
     return selected
 
 
-def split_largest(runs: Runs, fraction: float, by: str = "params") -> tuple[Runs, Runs | None]:
-    """(runs to fit, runs held out): the `fraction` of runs with the largest N (`by="params"`) or N·D
-    (`by="params_tokens"`) are held out, at least one when `fraction` > 0."""
+def largest(runs: Runs, fraction: float, by: str = "params") -> np.ndarray:
+    """Indices of the `fraction` of runs with the largest N (`by="params"`) or N·D (`by="params_tokens"`):
+    at least one when `fraction` > 0, none when it is 0."""
     if by not in HOLDOUT_KEYS:
         raise ConfigError(f"unknown hold-out key {by!r}; choose from {', '.join(HOLDOUT_KEYS)}")
     if fraction <= 0:
-        return runs, None
+        return np.array([], dtype=int)
     order = np.argsort(HOLDOUT_KEYS[by](runs), kind="stable")
-    n_held = max(1, round(fraction * len(runs)))
-    return runs.subset(order[:-n_held]), runs.subset(order[-n_held:])
+    return order[-max(1, round(fraction * len(runs))) :]
+
+
+def split_largest(runs: Runs, fraction: float, by: str = "params") -> tuple[Runs, Runs | None]:
+    """(runs to fit, runs held out): the runs `largest` picks are held out (None when `fraction` is 0)."""
+    held = largest(runs, fraction, by)
+    if not len(held):
+        return runs, None
+    fitted = np.ones(len(runs), dtype=bool)
+    fitted[held] = False
+    return runs.subset(fitted), runs.subset(held)
 
 
 def _fit_and_hold_out(
