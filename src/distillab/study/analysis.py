@@ -383,12 +383,26 @@ class IsoFlop:
     unknown_teachers: list[str]  # teachers whose training FLOPs runs.csv does not hold
 
 
+def _own_run(teacher: StudyRun, supervised: list[StudyRun]) -> StudyRun | None:
+    """The supervised run that is `teacher`'s teacher: named by its cell or folder, or the one of the same N and
+    loss (a study's teacher is one of its supervised runs, evaluated once)."""
+    for run in supervised:
+        named = teacher.teacher in (run.cell, run.run_dir)
+        same = run.student_params == teacher.teacher_params and math.isclose(run.loss, teacher.teacher_loss)
+        if named or same:
+            return run
+    return None
+
+
 def teacher_training_flops(runs: list[StudyRun]) -> dict[str, float]:
-    """A teacher's own training FLOPs, by the name a distilled row gives it: a supervised run's cell or folder."""
+    """{teacher: its own training FLOPs} for the teachers that are supervised runs of runs.csv."""
+    supervised = [r for r in runs if r.method == "supervised"]
     flops = {}
     for r in runs:
-        if r.method == "supervised":
-            flops[r.cell] = flops[r.run_dir] = r.flops_student
+        if r.method != "supervised" and r.teacher not in flops:
+            own = _own_run(r, supervised)
+            if own is not None:
+                flops[r.teacher] = own.flops_student
     return flops
 
 
