@@ -12,7 +12,11 @@ import yaml
 from distillab.errors import DataError
 from distillab.evaluate.config import EvaluateConfig
 from distillab.evaluate.run import evaluate
+from distillab.scaling import save_coefficients
+from tests import textbook
 from tests.cli import assert_user_error, run_distillab
+from tests.evaluate.conftest import TRAIN_TOKENS
+from tests.evaluate.fitted import SOFT, SUPERVISED, fitted_set
 
 LM_EVAL_LIMIT = 2
 METRICS = ("ce_reference", "ce_teacher_generations", "kl_teacher", "top1_agreement")
@@ -26,9 +30,11 @@ def recipe(tmp_path: Path, **fields) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_teacher, student_dirs, lora_student_dir, foreign_student_dir, hard_label_dir):
-    """One CLI run over the teacher, hard/soft/supervised, a LoRA and a foreign-tokenizer student."""
+    """One CLI run over the teacher, hard/soft/supervised, a LoRA and a foreign-tokenizer student, with
+    coefficients fitted for supervised and soft students only (none for hard)."""
     tmp_path = tmp_path_factory.mktemp("evaluate")
     output_dir = tmp_path / "out"
+    fits = [save_coefficients(fitted_set(m), tmp_path / f"{m}.json") for m in ("supervised", "soft")]
     path = recipe(
         tmp_path,
         teacher=f"teacher={tiny_teacher}",
@@ -45,6 +51,7 @@ def run(tmp_path_factory, tiny_teacher, student_dirs, lora_student_dir, foreign_
         lm_eval_gen_kwargs="max_gen_toks=4",
         lm_eval_bootstrap_iters=0,
         output_dir=str(output_dir),
+        coefficients=[str(fit) for fit in fits],
     )
     result = run_distillab("evaluate", "--config", str(path), "--batch-size", "4", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,17 +88,29 @@ def test_every_model_gets_every_metric(run):
 
 
 @pytest.mark.slow
-def test_predictions_use_the_teacher_reference_loss(run):
-    _, results, _ = run
+def test_predictions_come_only_from_the_fit_for_each_method(run):
+    """soft (kd): Eq. 8 on the soft fit's literals with L_T = the teacher's measured reference CE; supervised:
+    Eq. 1; the sft students (hard, lora, foreign) have no fit, hence no number and the reason."""
+    output_dir, results, _ = run
     models = {m["name"]: m for m in results["models"]}
     teacher_loss = models["teacher"]["ce_reference"]
-    assert models["soft"]["prediction"] == {
-        "law": "distillation",
-        "teacher_loss": teacher_loss,
-        "predicted_loss": models["soft"]["predicted_loss"],
-    }
-    assert models["supervised"]["prediction"]["law"] == "supervised"
-    assert results["scaling_law"]["coefficients"] == "busbridge2025"
+    soft, supervised = models["soft"], models["supervised"]
+    assert soft["train_tokens"] == supervised["train_tokens"] == TRAIN_TOKENS
+    expected = textbook.distillation_loss(
+        soft["params_non_embedding"], TRAIN_TOKENS, teacher_loss, SUPERVISED, SOFT
+    )
+    assert soft["prediction"]["law"] == "distillation" and soft["prediction"]["coefficients"] == "soft-fit"
+    assert soft["prediction"]["teacher_loss"] == teacher_loss
+    assert soft["predicted_loss"] == pytest.approx(expected, rel=1e-9)
+    expected = textbook.supervised_loss(supervised["params_non_embedding"], TRAIN_TOKENS, SUPERVISED)
+    assert supervised["prediction"]["coefficients"] == "supervised-fit"
+    assert supervised["predicted_loss"] == pytest.approx(expected, rel=1e-9)
+    reason = "was fitted for hard-label distillation (sft)"
+    for name in ("hard", "lora", "foreign"):
+        assert models[name]["predicted_loss"] is None and reason in models[name]["prediction"]["reason"]
+    assert [s["method"] for s in results["scaling_law"]["coefficient_sets"]] == ["supervised", "soft"]
+    report = (output_dir / "report.md").read_text()
+    assert "- hard: no prediction (none of the coefficient sets given (`supervised-fit`" in report
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def test_report_flags_unmatched_budgets_and_failed_tasks():
         "models": [model("t", "teacher", runs=runs), model("a", "sft", 1000), model("b", "supervised", 2000)],
         "matched_tokens": token_match([model("a", "sft", 1000), model("b", "supervised", 2000)]),
         "eval_sets": {"lm_eval": {"tasks": ["hellaswag"]}},
-        "scaling_law": {"coefficients": "busbridge2025", "source": "paper"},
+        "scaling_law": {"coefficient_sets": [], "note": "fitted sets only"},
         "decontamination": {
             "ngram": 8,
             "train_datasets": [],
@@ -59,3 +59,13 @@ def test_report_flags_unmatched_budgets_and_failed_tasks():
     assert "spread 100.0%, **not matched**" in report
     assert "- lm-eval `hellaswag` failed on t: Couldn't reach 'Rowan/hellaswag' on the Hub" in report
     assert "- a: no prediction (n/a)" in report
+
+
+def test_the_prediction_plot_draws_only_predicted_students(tmp_path):
+    from distillab.evaluate.plots import predicted_vs_measured
+
+    path = tmp_path / "predicted_vs_measured.png"
+    assert predicted_vs_measured([model("a", "sft", 1000), model("b", "kd", 1000)], path) is None
+    assert not path.exists()
+    predicted = {**model("c", "supervised", 1000), "predicted_loss": 2.9}
+    assert predicted_vs_measured([model("a", "sft", 1000), predicted], path) == path

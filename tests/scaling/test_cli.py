@@ -150,7 +150,7 @@ def test_fit_writes_a_loadable_coefficient_set(capsys, tmp_path):
     )
     assert out["metadata"]["fitted"] == ["supervised"] and out["supervised_relative_error"] < 1e-4
     fitted = load_coefficients(str(tmp_path / "fit.yaml"))
-    assert fitted.name == "fit-runs"
+    assert fitted.name == "fit-runs" and fitted.method == "supervised"
     assert pytest.approx(out["supervised"]["E"]) == fitted.supervised.E
     predicted = run_json(
         capsys,
@@ -172,10 +172,26 @@ def test_fit_writes_a_loadable_coefficient_set(capsys, tmp_path):
 
 def test_fit_distillation_jsonl_human_output(capsys, tmp_path):
     save_runs(synthetic_runs(40, seed=21), tmp_path / "runs.jsonl")
-    main(["fit", str(tmp_path / "runs.jsonl"), "--kind", "distillation", "--starts", "4", "--bootstrap", "3"])
+    out_file = tmp_path / "hard.json"
+    argv = ["fit", str(tmp_path / "runs.jsonl"), "--starts", "4", "--bootstrap", "3", "--out", str(out_file)]
+    main([*argv, "--method", "hard"])
     out = capsys.readouterr().out
-    assert "fitted: distillation" in out and "c0" in out and "distillation_relative_error" in out
+    assert "for method hard (fitted: distillation)" in out and "c0" in out
+    assert "distillation_relative_error" in out
     assert "[" in out  # bootstrap intervals shown
+    assert load_coefficients(out_file).method == "hard"
+
+
+def test_fit_of_distilled_runs_must_say_their_method(tmp_path):
+    save_runs(synthetic_runs(20, seed=21), tmp_path / "runs.csv")
+    assert_user_error(
+        run_cli("fit", "runs.csv", cwd=tmp_path),
+        "fitting the distillation law needs the method its runs used: hard, soft, soft_data (got None)",
+    )
+    assert_user_error(
+        run_cli("fit", "runs.csv", "--kind", "supervised", "--method", "soft", cwd=tmp_path),
+        "method 'soft' needs the distillation law fitted",
+    )
 
 
 def test_plot_writes_readable_pngs(capsys, tmp_path):

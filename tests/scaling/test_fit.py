@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from distillab.errors import DataError
+from distillab.errors import ConfigError, DataError
 from distillab.scaling.fit import (
     DISTILLATION,
     SUPERVISED,
@@ -197,10 +197,11 @@ def test_kind_is_resolved_from_the_teacher_column():
 
 
 def test_fit_both_laws_from_mixed_runs():
-    report = fit_coefficients(_mixed_runs(), "auto", name="mixed", n_starts=16, holdout=0.2)
+    report = fit_coefficients(_mixed_runs(), "auto", name="mixed", n_starts=16, holdout=0.2, method="soft")
     assert [fit.kind for fit in report.fits] == ["supervised", "distillation"]
     coefficients = report.coefficients
     assert coefficients.name == "mixed" and coefficients.metadata["fitted"] == ["supervised", "distillation"]
+    assert coefficients.method == "soft"
     assert coefficients.metadata["runs"] == {"supervised": 32, "distillation": 48}  # 20% held out
     # Held out: the largest students, predicted by extrapolation.
     assert set(report.held_out_relative_error) == {"supervised", "distillation"}
@@ -216,8 +217,44 @@ def test_supervised_only_fit_keeps_the_base_distillation_law():
     report = fit_coefficients(synthetic_runs(30, "supervised", seed=12), "supervised", n_starts=8)
     assert report.coefficients.distillation == COEFS.distillation
     assert report.coefficients.metadata["base"] == "busbridge2025"
+    assert report.coefficients.method == "supervised"
     with pytest.raises(DataError, match="runs: no distilled runs"):
-        fit_coefficients(synthetic_runs(30, "supervised", seed=12), "distillation")
+        fit_coefficients(synthetic_runs(30, "supervised", seed=12), "distillation", method="hard")
+
+
+def test_method_supervised_fits_only_the_supervised_rows():
+    report = fit_coefficients(_mixed_runs(), method="supervised", n_starts=4)
+    assert [fit.kind for fit in report.fits] == ["supervised"] and report.coefficients.method == "supervised"
+
+
+def test_holdout_by_params_tokens_holds_out_the_largest_n_times_d():
+    runs = synthetic_runs(30, "supervised", seed=14)
+    report = fit_coefficients(runs, n_starts=4, holdout=0.2, holdout_by="params_tokens")
+    held = report.held_out["supervised"]
+    assert len(held) == 6 and report.coefficients.metadata["runs"] == {"supervised": 24}
+    compute = runs.student_params * runs.student_tokens
+    assert sorted(held.student_params * held.student_tokens) == sorted(np.sort(compute)[-6:])
+    by_params = fit_coefficients(runs, n_starts=4, holdout=0.2).held_out["supervised"]
+    assert sorted(by_params.student_params) == sorted(np.sort(runs.student_params)[-6:])
+
+
+def test_fixed_coefficients_stay_at_their_values_and_need_fewer_runs():
+    """With c1, f1, d1 held at 522.6, 0.090, 1.315 the distillation law has 6 free coefficients: 7 runs fit."""
+    fixed = {"distillation.c1": 522.6, "distillation.f1": 0.090, "distillation.d1": 1.315}
+    report = fit_coefficients(
+        synthetic_runs(7, seed=15), "distillation", method="soft", fixed=fixed, n_starts=8, bootstrap=3
+    )
+    fitted = report.coefficients.distillation
+    assert (fitted.c1, fitted.f1) == (522.6, 0.090) and fitted.d1 == pytest.approx(1.315, rel=1e-12)
+    assert report.coefficients.metadata["fixed"] == pytest.approx(fixed, rel=1e-12)
+    assert report.coefficients.intervals["distillation.c1"] == (522.6, 522.6)
+    assert report.fits[0].grid_starts == 5 * 5 * 3 * 3 * 3 * 4  # log A', log B', alpha', beta', gamma', c0
+    with pytest.raises(DataError, match="distillation law needs more than 6 runs, got 6"):
+        fit_coefficients(synthetic_runs(6, seed=15), "distillation", method="soft", fixed=fixed)
+    with pytest.raises(ConfigError, match="the distillation law has no coefficient 'E'"):
+        fit_coefficients(
+            synthetic_runs(8, seed=15), "distillation", method="soft", fixed={"distillation.E": 1}
+        )
 
 
 def test_fit_law_rejects_nothing_silently():

@@ -157,10 +157,11 @@ def test_coefficient_files_round_trip(tmp_path, suffix):
         supervised=dataclasses.replace(COEFS.supervised, E=1.5),
         intervals={"supervised.E": (1.4, 1.6)},
         metadata={"fitted": ["supervised"], "runs": {"supervised": 12}},
+        method="supervised",
     )
     path = save_coefficients(custom, tmp_path / f"set{suffix}")
     loaded = load_coefficients(str(path))
-    assert loaded == custom
+    assert loaded == custom and loaded.method == "supervised"
     assert loaded.intervals == {"supervised.E": (1.4, 1.6)}
     assert loaded.metadata == custom.metadata
     assert float(supervised_loss(1e9, 1e10, loaded.supervised)) == pytest.approx(
@@ -171,6 +172,15 @@ def test_coefficient_files_round_trip(tmp_path, suffix):
 def test_named_set_is_the_default():
     assert load_coefficients() is BUSBRIDGE2025
     assert load_coefficients("busbridge2025") is BUSBRIDGE2025
+    assert BUSBRIDGE2025.method is None  # the paper's: not fitted for a method of this pipeline
+
+
+def test_coefficient_file_with_an_unknown_method(tmp_path):
+    path = tmp_path / "bad.json"
+    save_coefficients(dataclasses.replace(COEFS, method="soft"), path)
+    path.write_text(path.read_text().replace('"soft"', '"kd"'))
+    with pytest.raises(ConfigError, match=r"bad.json: .*unknown method 'kd'; choose from supervised, hard"):
+        load_coefficients(path)
 
 
 def test_unknown_coefficient_set_is_a_config_error():

@@ -122,11 +122,12 @@ class EvaluateConfig:
     )
 
     # Scaling law, decontamination
-    coefficients: str = field(
-        default="busbridge2025",
+    coefficients: list[str] = field(
+        default_factory=list,
         metadata={
-            "help": "Scaling-law coefficients for the predicted loss: a named set or a JSON/YAML file "
-            "(e.g. the output of `distillab scaling fit`)."
+            "help": "Scaling-law coefficient files fitted on this pipeline's runs, at most one per method "
+            "(`distillab scaling fit --method supervised|hard|soft --out FILE`, or a study's fits): a student "
+            "is predicted only from the set fitted for its method (supervised, sft -> hard, kd -> soft)."
         },
     )
     train_datasets: list[str] = field(
@@ -152,6 +153,8 @@ class EvaluateConfig:
     dtype: str = field(default="float32", metadata={"help": "Model weights dtype.", "choices": list(DTYPES)})
 
     def __post_init__(self) -> None:
+        if isinstance(self.coefficients, str):  # a recipe's `coefficients: fit.json`
+            self.coefficients = [self.coefficients]
         if self.lm_eval_tasks == ["none"]:
             self.lm_eval_tasks = []
         if not self.teacher:

@@ -108,8 +108,9 @@ def ce_vs_flops(models: list[dict[str, Any]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def predicted_vs_measured(models: list[dict[str, Any]], coefficients: str, path: Path) -> Path | None:
-    """Each student's predicted loss (scaling law) against its measured reference CE, with the y = x line."""
+def predicted_vs_measured(models: list[dict[str, Any]], path: Path) -> Path | None:
+    """Each predicted student's loss (the law fitted for its method) against its measured reference CE, with
+    the y = x line; students without a prediction are not drawn."""
     shown = [m for m in models if m.get("predicted_loss") is not None]
     if not shown:
         return None
@@ -124,7 +125,7 @@ def predicted_vs_measured(models: list[dict[str, Any]], coefficients: str, path:
     ax.set_xlim(low - pad, high + pad)
     ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel("measured cross-entropy on reference data (nats/token)")
-    ax.set_ylabel(f"predicted loss ({coefficients})")
+    ax.set_ylabel("predicted loss (law fitted for the student's method)")
     ax.set_title("Scaling-law prediction vs measurement", fontsize=11)
     ax.grid(alpha=0.3)
     _method_legend(ax, [m["method"] for m in shown], (diagonal,))

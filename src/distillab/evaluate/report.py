@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillab.evaluate.law import CAVEAT
-
 METRIC_LABELS = {
     "ce_reference": "CE reference (nats/token)",
     "ce_teacher_generations": "CE teacher generations (nats/token)",
@@ -170,25 +168,13 @@ def _lm_eval_section(models: list[dict[str, Any]], lm_eval: dict[str, Any]) -> s
 
 
 def _law_section(models: list[dict[str, Any]], law: dict[str, Any]) -> str:
-    rows = [
-        [
-            m["name"],
-            m["prediction"].get("law", "—"),
-            _fmt(m.get("params_non_embedding")),
-            _fmt(m.get("train_tokens")),
-            _fmt(m["prediction"].get("teacher_loss")),
-            _fmt(m.get("predicted_loss")),
-            _fmt(m["ce_reference"]),
-            _fmt(m["ce_reference"] - m["predicted_loss"]) if m.get("predicted_loss") is not None else "—",
-        ]
-        for m in models
-        if m["method"] != "teacher"
-    ]
-    if not rows:
+    students = [m for m in models if m["method"] != "teacher"]
+    if not students:
         return ""
     header = [
         "model",
         "law",
+        "coefficients",
         "N",
         "D",
         "L_T (teacher CE)",
@@ -196,19 +182,43 @@ def _law_section(models: list[dict[str, Any]], law: dict[str, Any]) -> str:
         "measured CE reference",
         "measured − predicted",
     ]
+    rows = [
+        [
+            m["name"],
+            m["prediction"].get("law", "—"),
+            m["prediction"].get("coefficients", "—"),
+            _fmt(m.get("params_non_embedding")),
+            _fmt(m.get("train_tokens")),
+            _fmt(m["prediction"].get("teacher_loss")),
+            _fmt(m.get("predicted_loss")),
+            _fmt(m["ce_reference"]),
+            _fmt(m["ce_reference"] - m["predicted_loss"]) if m.get("predicted_loss") is not None else "—",
+        ]
+        for m in students
+    ]
     reasons = [
         f"- {m['name']}: no prediction ({m['prediction']['reason']})"
-        for m in models
-        if m["method"] != "teacher" and "reason" in m["prediction"]
+        for m in students
+        if "reason" in m["prediction"]
     ]
     return "\n\n".join(
         [
-            f"## Scaling law: predicted vs measured\n\nCoefficients: `{law['coefficients']}` ({law['source']}).",
+            f"## Scaling law: predicted vs measured\n\nCoefficient sets: {_coefficient_sets(law['coefficient_sets'])}.",
             _table(header, rows),
             *(["\n".join(reasons)] if reasons else []),
-            f"> {CAVEAT}",
+            f"> {law['note']}",
         ]
     )
+
+
+def _coefficient_sets(sets: list[dict[str, Any]]) -> str:
+    if not sets:
+        return "none given"
+    described = []
+    for s in sets:
+        fitted = f"fitted for {s['method']}" if s["method"] else "the paper's, fitted for no method"
+        described.append(f"`{s['name']}` ({fitted}; {s['source']})")
+    return ", ".join(described)
 
 
 def _skipped_section(models: list[dict[str, Any]]) -> str:

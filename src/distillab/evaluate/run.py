@@ -61,7 +61,8 @@ class Teacher:
 def evaluate(config: EvaluateConfig) -> Path:
     output_dir = Path(config.output_dir)
     specs = resolve_models(config.teacher, config.students)
-    coefficients = load_coefficients(config.coefficients)
+    coefficient_sets = [load_coefficients(name) for name in config.coefficients]
+    law.check_coefficient_sets(coefficient_sets)
     heldout = load_heldout_set(config)
     system_prompt = config.system_prompt or heldout_system_prompt(config)
     reference = load_reference_set(config, system_prompt)
@@ -81,7 +82,7 @@ def evaluate(config: EvaluateConfig) -> Path:
         )
         entry["lm_eval_runs"] = runs
         entry["lm_eval"] = {task: run["metrics"] for task, run in runs.items() if "metrics" in run}
-        entry["prediction"] = law.predict(entry, entries[0]["ce_reference"], coefficients)
+        entry["prediction"] = law.predict(entry, entries[0]["ce_reference"], coefficient_sets)
         entry["predicted_loss"] = entry["prediction"].get("predicted_loss")
 
     results = {
@@ -93,21 +94,23 @@ def evaluate(config: EvaluateConfig) -> Path:
             "lm_eval": _lm_eval_settings(config, local_tasks, output_dir / "lm_eval"),
         },
         "scaling_law": {
-            "coefficients": coefficients.name,
-            "source": coefficients.metadata.get("source", config.coefficients),
-            "caveat": law.CAVEAT,
+            "coefficient_sets": [
+                {"name": s.name, "method": s.method, "source": s.metadata.get("source", given)}
+                for s, given in zip(coefficient_sets, config.coefficients, strict=True)
+            ],
+            "note": law.NOTE,
         },
         "decontamination": _decontamination(config, specs, eval_sets, local_tasks),
         "matched_tokens": token_match(entries),
         "models": entries,
     }
-    write_outputs(results, coefficients.name, output_dir)
+    write_outputs(results, output_dir)
     return output_dir
 
 
-def write_outputs(results: dict[str, Any], coefficients: str, output_dir: Path) -> None:
+def write_outputs(results: dict[str, Any], output_dir: Path) -> None:
     """plots/*.png, then results.json and report.md (atomically)."""
-    charts = write_plots(results["models"], coefficients, output_dir / "plots")
+    charts = write_plots(results["models"], output_dir / "plots")
     results["plots"] = [str(path.relative_to(output_dir)) for path in charts]
     atomic_write_json(output_dir / "results.json", results)
     atomic_write_text(output_dir / "report.md", render_report(results))
@@ -285,7 +288,7 @@ def _decontamination(
     }
 
 
-def write_plots(models: list[dict[str, Any]], coefficients: str, directory: Path) -> list[Path]:
+def write_plots(models: list[dict[str, Any]], directory: Path) -> list[Path]:
     """One bar chart per metric (lm-eval metrics included), CE vs FLOPs, predicted vs measured."""
     charts = [
         plots.metric_bars(
@@ -302,7 +305,7 @@ def write_plots(models: list[dict[str, Any]], coefficients: str, directory: Path
         )
     charts += [
         plots.ce_vs_flops(models, directory / "ce_vs_flops.png"),
-        plots.predicted_vs_measured(models, coefficients, directory / "predicted_vs_measured.png"),
+        plots.predicted_vs_measured(models, directory / "predicted_vs_measured.png"),
     ]
     return [chart for chart in charts if chart is not None]
 

@@ -28,6 +28,7 @@ from distillab.scaling.flops import (
 )
 from distillab.scaling.laws import (
     DEFAULT_COEFFICIENTS,
+    FIT_METHODS,
     coefficients_to_dict,
     distillation_loss,
     load_coefficients,
@@ -205,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(
         fit,
+        "method",
+        choices=FIT_METHODS,
+        help="the training method of the runs, recorded in the set: supervised (the supervised law alone), "
+        "or hard|soft|soft_data, required when the distillation law is fitted",
+    )
+    _flag(
+        fit,
         "bootstrap",
         type=at_least(0),
         default=0,
@@ -219,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="FRACTION",
         help="hold out this fraction of runs with the largest students and report their prediction error",
+    )
+    _flag(
+        fit,
+        "holdout_by",
+        default="params",
+        choices=("params", "params_tokens"),
+        help="what 'largest' means for --holdout: N (params, default) or N·D (params_tokens)",
     )
     _flag(
         fit, "starts", type=at_least(1), default=256, help="L-BFGS-B starts kept from the grid (default 256)"
@@ -263,8 +278,9 @@ _RUNS_HELP = """Fit the laws to measured runs. RUNS is a .csv or .jsonl file, on
   loss             its validation cross-entropy against data (nats/token)
   teacher_loss     the teacher's loss L_T for a distilled run; empty/absent for a supervised run
 The supervised law is fitted on supervised rows first; the distillation law on distilled rows takes
-Ltilde_S from it (or from --coefficients with --kind distillation).
-Unfitted parts come from --coefficients."""
+Ltilde_S from it (or from --coefficients with --kind distillation). --method records what the set is for
+(evaluate predicts a student only from a set fitted for its method): a fit of the distillation law needs
+hard, soft or soft_data. Unfitted parts come from --coefficients."""
 
 
 # --- output -------------------------------------------------------------------------------------------------
@@ -395,6 +411,8 @@ def run_fit(args) -> dict[str, Any]:
         name=args.name or f"fit-{Path(args.runs).stem}",
         holdout=args.holdout,
         source=str(args.runs),
+        method=args.method,
+        holdout_by=args.holdout_by,
         n_starts=args.starts,
         workers=args.workers,
         bootstrap=args.bootstrap,
@@ -416,7 +434,8 @@ def run_fit(args) -> dict[str, Any]:
 
 def _print_fit(result: dict[str, Any]) -> None:
     intervals = result.get("intervals", {})
-    print(f"coefficient set {result['name']} (fitted: {', '.join(result['metadata']['fitted'])})")
+    fitted = ", ".join(result["metadata"]["fitted"])
+    print(f"coefficient set {result['name']} for method {result['method']} (fitted: {fitted})")
     for law in result["metadata"]["fitted"]:
         print(f"  {law}")
         for name, value in result[law].items():

@@ -11,19 +11,22 @@ see numbers of order one; the minimiser is the same.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
+import math
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from distillab.errors import DataError
+from distillab.errors import ConfigError, DataError
 from distillab.scaling.laws import (
     DEFAULT_COEFFICIENTS,
+    FIT_METHODS,
     CoefficientSet,
     DistillationCoefficients,
     SupervisedCoefficients,
@@ -199,6 +202,24 @@ class LawSpec:
     def grid_size(self) -> int:
         return int(np.prod([len(values) for values in self.grid]))
 
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        """The variables the fit optimises (not held fixed)."""
+        return tuple(name for name, (low, high) in zip(self.names, self.bounds, strict=True) if low < high)
+
+    def fix(self, values: Mapping[str, float]) -> LawSpec:
+        """This law with some coefficients held at given values ({"c1": 522.6, "d1": 1.315}, names as in
+        the coefficient dataclasses): their grid is that one value and their bounds pin them there."""
+        grid, bounds = list(self.grid), list(self.bounds)
+        for name, value in values.items():
+            variable = name if name in self.names else f"log_{name}"
+            if variable not in self.names:
+                raise ConfigError(f"the {self.kind} law has no coefficient {name!r}")
+            theta = math.log(value) if variable.startswith("log_") else float(value)
+            index = self.names.index(variable)
+            grid[index], bounds[index] = (theta,), (theta, theta)
+        return dataclasses.replace(self, grid=tuple(grid), bounds=tuple(bounds))
+
 
 # Wide bounds, only to keep L-BFGS-B away from overflow along the laws' flat directions (the paper does not
 # list its own): log coefficients in [-30, 60], exponents in [0, 4], c0 in [0, 20], c1 in [0, 2000].
@@ -236,9 +257,6 @@ DISTILLATION = LawSpec(
     to_coefficients=_to_distillation,
 )
 
-LAWS = {spec.kind: spec for spec in (SUPERVISED, DISTILLATION)}
-
-
 # --- the objective and the optimiser ------------------------------------------------------------------------
 
 
@@ -256,8 +274,7 @@ def objective_and_gradient(theta: np.ndarray, spec: LawSpec, data: FitData) -> t
     return float(_scaled_huber_sum(residual)), gradient
 
 
-def _lbfgsb(spec_kind: str, data: FitData, start: np.ndarray, maxiter: int) -> tuple[float, np.ndarray]:
-    spec = LAWS[spec_kind]
+def _lbfgsb(spec: LawSpec, data: FitData, start: np.ndarray, maxiter: int) -> tuple[float, np.ndarray]:
     start = np.clip(start, *zip(*spec.bounds, strict=True))
     result = minimize(
         objective_and_gradient,
@@ -272,9 +289,9 @@ def _lbfgsb(spec_kind: str, data: FitData, start: np.ndarray, maxiter: int) -> t
 
 
 def _lbfgsb_many(
-    spec_kind: str, data: FitData, maxiter: int, starts: np.ndarray
+    spec: LawSpec, data: FitData, maxiter: int, starts: np.ndarray
 ) -> list[tuple[float, np.ndarray]]:
-    return [_lbfgsb(spec_kind, data, start, maxiter) for start in starts]
+    return [_lbfgsb(spec, data, start, maxiter) for start in starts]
 
 
 def _map_chunks(function: Callable[..., list], items: np.ndarray, workers: int, *args) -> list:
@@ -292,7 +309,7 @@ def optimize_from(
     spec: LawSpec, data: FitData, starts: np.ndarray, maxiter: int, workers: int = 1
 ) -> list[tuple[float, np.ndarray]]:
     """L-BFGS-B from every start, as (objective, theta) pairs."""
-    return _map_chunks(_lbfgsb_many, starts, workers, spec.kind, data, maxiter)
+    return _map_chunks(_lbfgsb_many, starts, workers, spec, data, maxiter)
 
 
 class _StageClock:
@@ -312,7 +329,7 @@ class _StageClock:
 class LawFit:
     """The result of fitting one law."""
 
-    kind: str
+    spec: LawSpec = field(repr=False)
     coefficients: SupervisedCoefficients | DistillationCoefficients
     theta: np.ndarray = field(repr=False)
     objective: float
@@ -326,8 +343,15 @@ class LawFit:
     confidence: float = 0.9
 
     @property
-    def spec(self) -> LawSpec:
-        return LAWS[self.kind]
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def fixed(self) -> dict[str, float]:
+        """The coefficients held fixed, keyed "distillation.c1", ... (see `LawSpec.fix`)."""
+        values = vars(self.coefficients)
+        free = {name.removeprefix("log_") for name in self.spec.free_names}
+        return {f"{self.kind}.{name}": value for name, value in values.items() if name not in free}
 
     @property
     def intervals(self) -> dict[str, tuple[float, float]]:
@@ -364,10 +388,9 @@ def relative_error(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _check_size(spec: LawSpec, data: FitData) -> None:
-    if data.log_loss.size <= len(spec.names):
-        raise DataError(
-            f"fitting the {spec.kind} law needs more than {len(spec.names)} runs, got {data.log_loss.size}"
-        )
+    free = len(spec.free_names)
+    if data.log_loss.size <= free:
+        raise DataError(f"fitting the {spec.kind} law needs more than {free} runs, got {data.log_loss.size}")
 
 
 def fit_law(
@@ -400,7 +423,7 @@ def fit_law(
     clock.lap("bootstrap")
     errors = relative_error(np.exp(spec.predict(theta, data)[0]), np.exp(data.log_loss))
     return LawFit(
-        kind=spec.kind,
+        spec=spec,
         coefficients=spec.to_coefficients(theta),
         theta=theta,
         objective=objective,
@@ -421,9 +444,9 @@ def _resample(data: FitData, rows: np.ndarray) -> FitData:
 
 
 def _bootstrap_fits(
-    spec_kind: str, data: FitData, theta: np.ndarray, row_sets: np.ndarray
+    spec: LawSpec, data: FitData, theta: np.ndarray, row_sets: np.ndarray
 ) -> list[np.ndarray]:
-    return [_lbfgsb(spec_kind, _resample(data, rows), theta, POLISH_MAXITER)[1] for rows in row_sets]
+    return [_lbfgsb(spec, _resample(data, rows), theta, POLISH_MAXITER)[1] for rows in row_sets]
 
 
 def bootstrap_thetas(
@@ -436,7 +459,7 @@ def bootstrap_thetas(
     """
     n = data.log_loss.size
     row_sets = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    return np.array(_map_chunks(_bootstrap_fits, row_sets, workers, spec.kind, data, theta))
+    return np.array(_map_chunks(_bootstrap_fits, row_sets, workers, spec, data, theta))
 
 
 def fit_supervised(runs: Runs, **options) -> LawFit:
@@ -454,6 +477,11 @@ def fit_distillation(runs: Runs, supervised: SupervisedCoefficients, **options) 
 # --- fitting a runs file: supervised then distillation ------------------------------------------------------
 
 FIT_KINDS = ("auto", "supervised", "distillation", "both")
+DISTILLATION_METHODS = FIT_METHODS[1:]
+HOLDOUT_KEYS: dict[str, Callable[[Runs], np.ndarray]] = {
+    "params": lambda runs: runs.student_params,
+    "params_tokens": lambda runs: runs.student_params * runs.student_tokens,
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -463,6 +491,7 @@ class FitReport:
     coefficients: CoefficientSet
     fits: list[LawFit]
     held_out_relative_error: dict[str, float]  # law -> mean |prediction / observation - 1| on held-out runs
+    held_out: dict[str, Runs] = field(default_factory=dict)  # law -> the runs held out of its fit
 
 
 def resolve_kind(kind: str, runs: Runs) -> str:
@@ -473,6 +502,23 @@ def resolve_kind(kind: str, runs: Runs) -> str:
         return kind
     distilled = runs.is_distilled
     return "supervised" if not distilled.any() else "distillation" if distilled.all() else "both"
+
+
+def resolve_method(method: str | None, kind: str) -> str:
+    """The method the fitted set is for: `supervised` when only the supervised law is fitted; a fit of the
+    distillation law must name the method its runs were distilled with."""
+    if kind == "supervised":
+        if method not in (None, "supervised"):
+            raise ConfigError(
+                f"method {method!r} needs the distillation law fitted, not only the supervised law"
+            )
+        return "supervised"
+    if method not in DISTILLATION_METHODS:
+        raise ConfigError(
+            f"fitting the distillation law needs the method its runs used: {', '.join(DISTILLATION_METHODS)} "
+            f"(got {method!r})"
+        )
+    return method
 
 
 def _runs_of(runs: Runs, distilled: bool, source: str) -> Runs:
@@ -487,24 +533,47 @@ def _runs_of(runs: Runs, distilled: bool, source: str) -> Runs:
     return selected
 
 
-def _split_largest(runs: Runs, fraction: float) -> tuple[Runs, Runs | None]:
-    """(runs to fit, runs held out): the `fraction` of runs with the largest students are held out."""
+def largest(runs: Runs, fraction: float, by: str = "params") -> np.ndarray:
+    """Indices of the `fraction` of runs with the largest N (`by="params"`) or N·D (`by="params_tokens"`):
+    at least one when `fraction` > 0, none when it is 0."""
+    if by not in HOLDOUT_KEYS:
+        raise ConfigError(f"unknown hold-out key {by!r}; choose from {', '.join(HOLDOUT_KEYS)}")
     if fraction <= 0:
+        return np.array([], dtype=int)
+    order = np.argsort(HOLDOUT_KEYS[by](runs), kind="stable")
+    return order[-max(1, round(fraction * len(runs))) :]
+
+
+def split_largest(runs: Runs, fraction: float, by: str = "params") -> tuple[Runs, Runs | None]:
+    """(runs to fit, runs held out): the runs `largest` picks are held out (None when `fraction` is 0)."""
+    held = largest(runs, fraction, by)
+    if not len(held):
         return runs, None
-    order = np.argsort(runs.student_params, kind="stable")
-    n_held = max(1, round(fraction * len(runs)))
-    return runs.subset(order[:-n_held]), runs.subset(order[-n_held:])
+    fitted = np.ones(len(runs), dtype=bool)
+    fitted[held] = False
+    return runs.subset(fitted), runs.subset(held)
 
 
 def _fit_and_hold_out(
-    spec: LawSpec, runs: Runs, supervised, holdout: float, options
-) -> tuple[LawFit, float | None]:
-    train, held = _split_largest(runs, holdout)
+    spec: LawSpec, runs: Runs, supervised, holdout: float, holdout_by: str, options
+) -> tuple[LawFit, Runs | None, float | None]:
+    train, held = split_largest(runs, holdout, holdout_by)
     fit = fit_law(spec, FitData.from_runs(train, supervised), **options)
     if held is None:
-        return fit, None
+        return fit, None, None
     error = relative_error(np.exp(fit.log_predict(FitData.from_runs(held, supervised))), held.loss)
-    return fit, float(error.mean())
+    return fit, held, float(error.mean())
+
+
+def _fixed_by_law(fixed: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """{"distillation.c1": v} -> {"distillation": {"c1": v}}."""
+    by_law: dict[str, dict[str, float]] = {"supervised": {}, "distillation": {}}
+    for key, value in fixed.items():
+        law, _, name = key.partition(".")
+        if law not in by_law or not name:
+            raise ConfigError(f"fixed coefficient {key!r}: name it supervised.<name> or distillation.<name>")
+        by_law[law][name] = value
+    return by_law
 
 
 def fit_coefficients(
@@ -514,28 +583,38 @@ def fit_coefficients(
     name: str = "fit",
     holdout: float = 0.0,
     source: str = "runs",
+    *,
+    method: str | None = None,
+    holdout_by: str = "params",
+    fixed: Mapping[str, float] | None = None,
     **options,
 ) -> FitReport:
     """Fit the laws `kind` asks for; the supervised law (fitted, or `base`'s) provides Ltilde_S.
 
-    `holdout` > 0 fits each law without that fraction of its runs with the largest students and reports the
-    relative error of predicting them (extrapolation to stronger students); `options` go to `fit_law`.
+    `method` is what the set is fitted for (see `resolve_method`; `supervised` alone fits the supervised law).
+    `holdout` > 0 fits each law without that fraction of its runs with the largest students (`holdout_by`
+    "params": N, "params_tokens": N·D) and reports the relative error of predicting them (extrapolation).
+    `fixed` holds coefficients at given values ({"distillation.c1": 522.6}); `options` go to `fit_law`.
     """
     if not 0.0 <= holdout < 1.0:
         raise DataError(f"holdout must be a fraction in [0, 1), got {holdout}")
-    base, kind = load_coefficients(base), resolve_kind(kind, runs)
+    base = load_coefficients(base)
+    kind = "supervised" if method == "supervised" and kind == "auto" else resolve_kind(kind, runs)
+    method = resolve_method(method, kind)
+    fixed_by_law = _fixed_by_law(fixed or {})
     supervised, distillation = base.supervised, base.distillation
-    fits, held_out, intervals = [], {}, {}
+    fits, held_out, errors, intervals = [], {}, {}, {}
     if kind in ("supervised", "both"):
-        fit, held_out["supervised"] = _fit_and_hold_out(
-            SUPERVISED, _runs_of(runs, False, source), None, holdout, options
+        spec = SUPERVISED.fix(fixed_by_law["supervised"])
+        fit, held_out["supervised"], errors["supervised"] = _fit_and_hold_out(
+            spec, _runs_of(runs, False, source), None, holdout, holdout_by, options
         )
         supervised = fit.coefficients
         fits.append(fit)
     if kind in ("distillation", "both"):
-        distilled = _runs_of(runs, True, source)
-        fit, held_out["distillation"] = _fit_and_hold_out(
-            DISTILLATION, distilled, supervised, holdout, options
+        spec = DISTILLATION.fix(fixed_by_law["distillation"])
+        fit, held_out["distillation"], errors["distillation"] = _fit_and_hold_out(
+            spec, _runs_of(runs, True, source), supervised, holdout, holdout_by, options
         )
         distillation = fit.coefficients
         fits.append(fit)
@@ -548,9 +627,18 @@ def fit_coefficients(
         "runs": {fit.kind: fit.n_runs for fit in fits},
         "relative_error": {fit.kind: fit.relative_error for fit in fits},
     }
+    held_fixed = {key: value for fit in fits for key, value in fit.fixed.items()}
+    if held_fixed:
+        metadata["fixed"] = held_fixed
     if holdout:
-        metadata["held_out_relative_error"] = held_out
+        metadata["held_out_relative_error"] = errors
+        metadata["holdout_by"] = holdout_by
     if intervals:
         metadata["confidence"] = fits[0].confidence
-    coefficients = CoefficientSet(name, supervised, distillation, intervals, metadata)
-    return FitReport(coefficients, fits, {k: v for k, v in held_out.items() if v is not None})
+    coefficients = CoefficientSet(name, supervised, distillation, intervals, metadata, method)
+    return FitReport(
+        coefficients,
+        fits,
+        {k: v for k, v in errors.items() if v is not None},
+        {k: v for k, v in held_out.items() if v is not None},
+    )

@@ -2,7 +2,8 @@
 
 Every law function is vectorised: numpy arrays (or scalars) in, arrays out, broadcasting as numpy does.
 Coefficient sets are frozen dataclasses; `busbridge2025` (the paper's Table 6) is the default named set, and
-any set can be saved to / loaded from JSON or YAML (the output of `distillab scaling fit` is one).
+any set can be saved to / loaded from JSON or YAML (the output of `distillab scaling fit` is one). A fitted set
+records the training method it was fitted on (`method`), so a prediction is only made for students of that method.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from numpy.typing import ArrayLike
 from distillab.errors import ConfigError
 
 DEFAULT_COEFFICIENTS = "busbridge2025"
+FIT_METHODS = ("supervised", "hard", "soft", "soft_data")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class DistillationCoefficients:
 class CoefficientSet:
     """A named pair of supervised and distillation coefficients, with optional intervals and provenance.
 
+    `method` is the training method the set was fitted on (one of FIT_METHODS): "supervised" for a fit of the
+    supervised law alone; "hard", "soft" or "soft_data" for a distillation law fitted on runs of that method
+    (its supervised part gives Ltilde_S). None is the paper's set, fitted on other models and data.
     `intervals` maps "supervised.E", "distillation.c0", ... to a (low, high) interval; `metadata` holds free
     provenance (source, fit statistics). Neither takes part in equality.
     """
@@ -63,6 +68,14 @@ class CoefficientSet:
     distillation: DistillationCoefficients
     intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict, compare=False)
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    method: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method is not None and self.method not in FIT_METHODS:
+            raise ConfigError(
+                f"coefficient set {self.name!r}: unknown method {self.method!r}; "
+                f"choose from {', '.join(FIT_METHODS)}"
+            )
 
 
 BUSBRIDGE2025 = CoefficientSet(
@@ -202,6 +215,7 @@ def coefficients_to_dict(coefficients: CoefficientSet) -> dict[str, Any]:
     """A plain, JSON/YAML-ready dict; `coefficients_from_dict` reverses it."""
     out: dict[str, Any] = {
         "name": coefficients.name,
+        "method": coefficients.method,
         "supervised": dataclasses.asdict(coefficients.supervised),
         "distillation": dataclasses.asdict(coefficients.distillation),
     }
@@ -244,13 +258,19 @@ def coefficients_from_dict(data: Mapping[str, Any], source: str = "coefficients"
         }
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: intervals must map names to [low, high] pairs of numbers") from None
-    return CoefficientSet(
-        name=str(data.get("name") or source),
-        supervised=_section(data, "supervised", SupervisedCoefficients, source),
-        distillation=_section(data, "distillation", DistillationCoefficients, source),
-        intervals=intervals,
-        metadata=dict(data.get("metadata") or {}),
-    )
+    supervised = _section(data, "supervised", SupervisedCoefficients, source)
+    distillation = _section(data, "distillation", DistillationCoefficients, source)
+    try:
+        return CoefficientSet(
+            name=str(data.get("name") or source),
+            supervised=supervised,
+            distillation=distillation,
+            intervals=intervals,
+            metadata=dict(data.get("metadata") or {}),
+            method=data.get("method"),
+        )
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def _is_yaml(path: Path) -> bool:

@@ -1,0 +1,1 @@
+"""`distillab study`: a sweep of real runs, the scaling laws fitted on them, and the report."""
