@@ -16,7 +16,7 @@ from pydantic import PrivateAttr
 from distillab.data.hardlabels import ShardStore
 from distillab.errors import EngineError
 from distillab.generate.config import GenerateConfig
-from distillab.generate.engines import build_teacher
+from distillab.generate.registry import ENGINES
 
 TEACHER_STEP = "teacher"
 
@@ -96,7 +96,7 @@ def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None
         load = LoadDataFromDicts(name="prompts", data=inputs, batch_size=config.batch_size)
         teacher = TextGeneration(
             name=TEACHER_STEP,
-            llm=build_teacher(config),
+            llm=ENGINES[config.engine].build_teacher(config),
             input_batch_size=config.batch_size,
             add_raw_input=True,
             add_raw_output=False,
