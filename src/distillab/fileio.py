@@ -1,7 +1,9 @@
-"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file behind."""
+"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file behind, and the
+UTC timestamps the files record."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -30,3 +32,8 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def utc_timestamp() -> str:
+    """The current UTC time to the second, ISO 8601 (`2026-01-31T12:00:00+00:00`)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

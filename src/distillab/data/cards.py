@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from distillab.markdown import markdown_table
+
 CARD_HEADER = """---
 tags:
 - distillab
@@ -17,12 +19,6 @@ configs:
     path: data/train-*
 ---
 """
-
-
-def _table(rows: list[tuple[str, Any]]) -> str:
-    lines = ["| field | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
-    return "\n".join(lines)
 
 
 def render_hard_label_card(metadata: dict[str, Any]) -> str:
@@ -65,7 +61,7 @@ def render_hard_label_card(metadata: dict[str, Any]) -> str:
         + "Greedy teacher completions made with [distillab](https://pypi.org/project/distillab/) `generate`: "
         + "one row per prompt x generation, with columns `id`, `prompt`, `messages`, `completion`, "
         + "`finish_reason`, `prompt_tokens`, `completion_tokens`.\n\n"
-        + _table(rows)
+        + markdown_table(["field", "value"], rows)
         + "\n\n<details><summary>distillab.json</summary>\n\n```json\n"
         + json.dumps(metadata, indent=2)
         + "\n```\n</details>\n"

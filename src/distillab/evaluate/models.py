@@ -99,14 +99,6 @@ def _adapter_base(folder: Path) -> str | None:
     return base
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from distillab.markdown import markdown_table
+
 METRIC_LABELS = {
     "ce_reference": "CE reference (nats/token)",
     "ce_teacher_generations": "CE teacher generations (nats/token)",
@@ -60,12 +62,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _header(results: dict[str, Any]) -> str:
     students = [m for m in results["models"] if m["method"] != "teacher"]
     return (
@@ -115,7 +111,7 @@ def _main_table(models: list[dict[str, Any]]) -> str:
         ]
         for m in models
     ]
-    return "## Hard vs soft vs supervised\n\n" + _table(header, rows)
+    return "## Hard vs soft vs supervised\n\n" + markdown_table(header, rows)
 
 
 def _token_match_text(match: dict[str, Any]) -> str:
@@ -146,7 +142,7 @@ def _lm_eval_section(models: list[dict[str, Any]], lm_eval: dict[str, Any]) -> s
             [m["name"], *(_fmt(m["lm_eval"].get(task, {}).get(metric)) for task, metric in columns)]
             for m in models
         ]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
         runs = {task: run for m in models for task, run in m["lm_eval_runs"].items() if "error" not in run}
         details = [
             [
@@ -157,7 +153,7 @@ def _lm_eval_section(models: list[dict[str, Any]], lm_eval: dict[str, Any]) -> s
             ]
             for task, run in runs.items()
         ]
-        parts.append(_table(["task", "version", "samples scored", "samples in task"], details))
+        parts.append(markdown_table(["task", "version", "samples scored", "samples in task"], details))
         parts.append(
             f"Chat template applied: {lm_eval['apply_chat_template']}; limit: {_fmt(lm_eval['limit'])}; "
             f"include path: `{lm_eval['include_path']}`. lm-eval's own results and per-sample files are under "
@@ -204,7 +200,7 @@ def _law_section(models: list[dict[str, Any]], law: dict[str, Any]) -> str:
     return "\n\n".join(
         [
             f"## Scaling law: predicted vs measured\n\nCoefficient sets: {_coefficient_sets(law['coefficient_sets'])}.",
-            _table(header, rows),
+            markdown_table(header, rows),
             *(["\n".join(reasons)] if reasons else []),
             f"> {law['note']}",
         ]
@@ -253,7 +249,7 @@ def _decontamination_section(decontamination: dict[str, Any]) -> str:
             ]
             for name, r in sets.items()
         ]
-        parts.append(_table(["eval set", "rows", "overlapping rows", "fraction", "examples"], rows))
+        parts.append(markdown_table(["eval set", "rows", "overlapping rows", "fraction", "examples"], rows))
     parts += [
         f"- {source}: not checked ({reason})" for source, reason in decontamination["unreadable"].items()
     ]

@@ -17,7 +17,6 @@ Output, in `output_dir`:
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 from distillab import __version__
 from distillab.configs import save_resolved_config
 from distillab.data.tokenizers import tokenizer_fingerprint
+from distillab.devices import resolve_device
 from distillab.evaluate import decontamination, harness, law, plots
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.evalsets import (
@@ -38,10 +38,10 @@ from distillab.evaluate.evalsets import (
     load_reference_set,
     save_eval_set,
 )
-from distillab.evaluate.models import ModelSpec, load_model, load_tokenizer, resolve_device, resolve_models
+from distillab.evaluate.models import ModelSpec, load_model, load_tokenizer, resolve_models
 from distillab.evaluate.report import METRIC_LABELS, lm_eval_columns, render_report, token_match
 from distillab.evaluate.scoring import score
-from distillab.fileio import atomic_write_json, atomic_write_text
+from distillab.fileio import atomic_write_json, atomic_write_text, utc_timestamp
 from distillab.scaling import load_coefficients
 from distillab.scaling.flops import non_embedding_params
 
@@ -87,7 +87,7 @@ def evaluate(config: EvaluateConfig) -> Path:
 
     results = {
         "distillab_version": __version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": utc_timestamp(),
         "teacher": specs[0].name,
         "eval_sets": {
             **{s.name: s.to_dict() for s in eval_sets},

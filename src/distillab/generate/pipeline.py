@@ -1,5 +1,7 @@
 """The distilabel pipeline: requests -> TextGeneration (teacher engine) -> ShardWriter (flush rows to disk).
 
+`build_distilabel_pipeline` only builds it (the way open-r1's generate.py does); `run_pipeline` runs it.
+
 No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
 """
 
@@ -8,15 +10,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
-from distilabel.steps import LoadDataFromDicts, Step, StepInput
+from distilabel.steps import Step, StepInput
 from distilabel.steps.tasks import TextGeneration
 from pydantic import PrivateAttr
 
 from distillab.data.hardlabels import ShardStore
 from distillab.errors import EngineError
 from distillab.generate.config import GenerateConfig
-from distillab.generate.engines import build_teacher
+from distillab.generate.registry import ENGINES
 
 TEACHER_STEP = "teacher"
 
@@ -78,11 +81,34 @@ class ShardWriter(Step):
         super().unload()
 
 
-def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None:
-    """Generate every request through distilabel; rows land in the shard store as batches finish."""
-    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
-    output_dir = Path(config.output_dir)
-    inputs = [
+def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> Pipeline:
+    """The generate pipeline, built but not run: TextGeneration (`llm`, the teacher) -> ShardWriter.
+
+    Pure: builds step objects only; the engine loads when the pipeline runs. Its inputs come with `run`.
+    """
+    with Pipeline(
+        name="distillab-generate", cache_dir=str(Path(config.output_dir) / ".distilabel")
+    ) as pipeline:
+        teacher = TextGeneration(
+            name=TEACHER_STEP,
+            llm=llm,
+            input_batch_size=config.batch_size,
+            add_raw_input=True,
+            add_raw_output=False,
+        )
+        writer = ShardWriter(
+            name="shard_writer",
+            output_dir=config.output_dir,
+            total=total,
+            input_batch_size=config.batch_size,
+        )
+        teacher >> writer
+    return pipeline
+
+
+def _pipeline_inputs(config: GenerateConfig, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Requests -> TextGeneration rows (`instruction`, optional `system_prompt`) plus what the writer keeps."""
+    return [
         {
             "id": r["id"],
             "instruction": r["prompt"],
@@ -92,25 +118,17 @@ def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None
         }
         for r in requests
     ]
-    with Pipeline(name="distillab-generate", cache_dir=str(output_dir / ".distilabel")) as pipeline:
-        load = LoadDataFromDicts(name="prompts", data=inputs, batch_size=config.batch_size)
-        teacher = TextGeneration(
-            name=TEACHER_STEP,
-            llm=build_teacher(config),
-            input_batch_size=config.batch_size,
-            add_raw_input=True,
-            add_raw_output=False,
-        )
-        writer = ShardWriter(
-            name="shard_writer",
-            output_dir=str(output_dir),
-            total=len(inputs),
-            input_batch_size=config.batch_size,
-        )
-        load >> teacher >> writer
+
+
+def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None:
+    """Generate every request through distilabel; rows land in the shard store as batches finish."""
+    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+    inputs = _pipeline_inputs(config, requests)
+    llm = ENGINES[config.engine].build_teacher(config)
+    pipeline = build_distilabel_pipeline(config, llm, total=len(inputs))
     root_handlers = list(logging.getLogger().handlers)
     try:
-        pipeline.run(use_cache=False)
+        pipeline.run(dataset=inputs, dataset_batch_size=config.batch_size, use_cache=False)
     except RuntimeError as err:  # distilabel logs the step's own traceback above this
         raise EngineError(
             f"the {config.engine} teacher engine failed ({err}); its error is logged above"

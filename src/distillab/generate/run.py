@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,11 @@ from distillab.data.hardlabels import (
 from distillab.data.stats import duplicate_count, length_stats
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, EngineError, first_line
+from distillab.fileio import utc_timestamp
 from distillab.generate.config import GenerateConfig
-from distillab.generate.engines import check_server, engine_version
+from distillab.generate.engines import check_server
 from distillab.generate.prompts import PromptSet, build_prompt_set
+from distillab.generate.registry import ENGINES
 
 
 def generate(config: GenerateConfig) -> Path:
@@ -43,7 +44,7 @@ def generate(config: GenerateConfig) -> Path:
     # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
     prompts = build_prompt_set(config, tokenizer, context_length)
-    if config.engine == "openai":
+    if ENGINES[config.engine].server:
         check_server(config.base_url)
     _make_writable(output_dir, replace=stale)
 
@@ -93,7 +94,7 @@ def load_teacher_tokenizer(config: GenerateConfig):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=config.revision)
     except (OSError, ValueError) as err:
-        if config.engine == "openai":
+        if ENGINES[config.engine].server:
             print(f"generate: warning: no local tokenizer for {source!r}; prompt lengths are not checked")
             return None, None
         raise EngineError(f"cannot load the teacher tokenizer from {source!r}: {first_line(err)}") from None
@@ -129,10 +130,10 @@ def _metadata(
         "kind": "hard_labels",
         "complete": rows is not None,
         "distillab_version": __version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": utc_timestamp(),
         "config_fingerprint": config.fingerprint(),
         "teacher": {"model": config.model, "revision": config.revision},
-        "engine": {"name": config.engine, "version": engine_version(config.engine)},
+        "engine": {"name": config.engine, "version": ENGINES[config.engine].version()},
         "generation": {
             **config.sampling_params(),
             "num_generations": config.num_generations,

@@ -1,29 +1,42 @@
 """Teacher scorers: the exact top-k log-probs of a teacher on given token sequences (soft labels).
 
+Each builds itself from the label config (`from_config`); generate/registry.py maps `--engine` names to them.
 Both return, per sequence, `(topk_ids [n, k] int32, topk_logprobs [n, k] float32)` for the positions
 `start - 1 .. len(ids) - 2` (each predicting the next token), sorted by decreasing log-prob.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from distillab.devices import resolve_device, resolve_dtype
+from distillab.generate.engines import require_vllm, vllm_resources
+
+if TYPE_CHECKING:
+    from distillab.generate.label import LabelConfig
 
 
 class TransformersScorer:
     """A forward pass per batch; log-probs = logits - logsumexp(logits), top-k taken on the logits."""
 
-    name = "transformers"
-
     def __init__(self, model: str, revision: str | None = None, dtype: str = "auto", device: str = "auto"):
-        import torch
         from transformers import AutoModelForCausalLM
 
-        self.device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = "float32" if dtype == "auto" and self.device == "cpu" else dtype
+        self.device = resolve_device(device)
         self.model = (
-            AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=dtype).to(self.device).eval()
+            AutoModelForCausalLM.from_pretrained(
+                model, revision=revision, dtype=resolve_dtype(dtype, self.device)
+            )
+            .to(self.device)
+            .eval()
         )
         self.vocab_size = self.model.config.vocab_size
+
+    @classmethod
+    def from_config(cls, config: LabelConfig, model: str) -> TransformersScorer:
+        return cls(model, revision=config.revision, dtype=config.dtype, device=config.device)
 
     def score(
         self, sequences: list[list[int]], starts: list[int], k: int
@@ -56,8 +69,6 @@ class VLLMScorer:
     """vLLM `prompt_logprobs`: raw log-probs (no sampling processing), prefix caching off so prompt log-probs
     are computed for every position, `max_logprobs` >= k."""
 
-    name = "vllm"
-
     def __init__(
         self,
         model: str,
@@ -68,20 +79,13 @@ class VLLMScorer:
         kv_cache_gib: float | None = None,
         enforce_eager: bool = True,
     ):
-        import torch
         from vllm import LLM
 
-        from distillab.generate.engines import CPU_KV_CACHE_GIB
-
-        on_cpu = not torch.cuda.is_available()
         kwargs = {"max_model_len": max_model_len} if max_model_len else {}
-        kv_cache_gib = kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
-        if kv_cache_gib:
-            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         self.llm = LLM(
             model,
             revision=revision,
-            dtype="float32" if on_cpu and dtype == "auto" else dtype,
+            **vllm_resources(dtype, kv_cache_gib),
             max_logprobs=k,
             logprobs_mode="raw_logprobs",
             enable_prefix_caching=False,
@@ -89,6 +93,18 @@ class VLLMScorer:
             **kwargs,
         )
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+
+    @classmethod
+    def from_config(cls, config: LabelConfig, model: str) -> VLLMScorer:
+        require_vllm()
+        return cls(
+            model,
+            config.soft_labels_k,
+            revision=config.revision,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            kv_cache_gib=config.kv_cache_gib,
+        )
 
     def score(
         self, sequences: list[list[int]], starts: list[int], k: int

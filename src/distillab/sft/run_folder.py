@@ -13,7 +13,6 @@ scoring F_T x the tokens it scored for soft labels (KD).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 
 from distillab import __version__
 from distillab.configs import config_to_dict
-from distillab.fileio import atomic_write_json, atomic_write_text, read_json
+from distillab.fileio import atomic_write_json, atomic_write_text, read_json, utc_timestamp
+from distillab.markdown import markdown_table
 from distillab.scaling.flops import model_forward_flops, non_embedding_params, run_flops
 
 RUN_RECORD_NAME = "distillab_run.json"
@@ -66,7 +66,7 @@ def mark_run_started(output_dir: str | Path, method: str, config: Any) -> None:
             "method": method,
             "complete": False,
             "distillab_version": __version__,
-            "started_at": _now(),
+            "started_at": utc_timestamp(),
             "config": config_to_dict(config),
         },
     )
@@ -90,7 +90,7 @@ def run_record(run: StudentRun, started_at: str | None = None) -> dict[str, Any]
         "complete": True,
         "distillab_version": __version__,
         "started_at": started_at,
-        "finished_at": _now(),
+        "finished_at": utc_timestamp(),
         "student": {**run.student, "model_type": run.model_config.model_type},
         "params_non_embedding": non_embedding_params(run.model_config),
         "train_tokens": run.train_tokens,
@@ -181,7 +181,7 @@ def render_model_card(record: dict[str, Any]) -> str:
             f"{losses[0]['loss']:.4f} -> {losses[-1]['loss']:.4f}" if losses else "n/a",
         ),
     ]
-    table = "\n".join(["| field | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    table = markdown_table(["field", "value"], rows)
     return (
         "\n".join(header)
         + f"\n\n# distillab {record['method']} student\n\n"
@@ -198,7 +198,3 @@ def _flops_cell(flops: dict[str, Any]) -> str:
     teacher = flops["teacher_generation"] + flops["teacher_scoring"]
     teacher_text = f"{teacher:.3g}" if flops["teacher_included"] else "not counted"
     return f"{flops['student_train']:.3g} / {teacher_text} / {flops['total']:.3g}"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

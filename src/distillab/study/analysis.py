@@ -22,6 +22,7 @@ import numpy as np
 
 from distillab.errors import DataError
 from distillab.fileio import atomic_write_text
+from distillab.markdown import markdown_table
 from distillab.scaling import (
     BUSBRIDGE2025,
     SCENARIOS,
@@ -486,11 +487,6 @@ def verdict(runs: list[StudyRun], fits: dict[str, MethodFit], isos: list[IsoFlop
     sentences += [iso_flop_sentence(iso) for iso in isos]
     sentences.append(held_out_sentence(fits))
     return sentences
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _coefficients_table(fit: MethodFit) -> str:
