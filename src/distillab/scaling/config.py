@@ -46,7 +46,7 @@ class Fraction(float):
 
     def __new__(cls, value: str | float) -> Fraction:
         try:
-            number = float(value)
+            number = float(str(value))
         except ValueError:
             number = math.nan
         if not 0.0 <= number < 1.0:
