@@ -1,6 +1,6 @@
 """Completion tokens/s of `distillab generate` vs the raw engine, same teacher, prompts and settings.
 
-    python bench/generate.py [--model assets/SmolLM2-135M-Instruct] [--engines vllm transformers]
+    python -m bench.generate [--model assets/SmolLM2-135M-Instruct] [--engines vllm transformers]
 
 Each measurement runs in a fresh process (vLLM wants one engine per process); times include engine start-up
 (model load, vLLM warm-up) for both sides, as a user experiences them. Prints a table and the ratio
@@ -9,7 +9,6 @@ distillab / raw (target >= 0.9).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import SMOLLM2, bench_parser, hand_back, measure, print_table
+
+SIDES = ("raw", "distillab")
 SYSTEM = "You are a helpful assistant. Work the problem out step by step, then give the final answer."
 
 
@@ -117,57 +119,35 @@ def run_distillab(engine: str, model: str, n: int, max_new_tokens: int, batch_si
         return {"tokens": round(stats["completion_tokens"]["mean"] * stats["rows"]), "seconds": seconds}
 
 
-def measure(kind: str, engine: str, args) -> dict:
-    """Run one measurement in a fresh interpreter and return its JSON."""
-    command = [
-        sys.executable,
-        __file__,
-        "--_measure",
-        kind,
-        engine,
-        "--model",
-        args.model,
-        "--num_prompts",
-        str(args.num_prompts),
-        "--max_new_tokens",
-        str(args.max_new_tokens),
-        "--batch_size",
-        str(args.batch_size),
-    ]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="assets/SmolLM2-135M-Instruct")
+    parser = bench_parser(__doc__, SIDES)
+    parser.add_argument("--model", default=str(SMOLLM2))
     parser.add_argument("--engines", nargs="+", default=["vllm", "transformers"])
+    parser.add_argument("--engine", help="the engine of one measured side (internal)")
     parser.add_argument("--num_prompts", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args._measure:
-        kind, engine = args._measure
-        run = run_raw if kind == "raw" else run_distillab
-        print(json.dumps(run(engine, args.model, args.num_prompts, args.max_new_tokens, args.batch_size)))
+    settings = (args.model, args.num_prompts, args.max_new_tokens, args.batch_size)
+    if args.side:
+        hand_back((run_raw if args.side == "raw" else run_distillab)(args.engine, *settings))
         return
     print(
         f"{args.num_prompts} prompts, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "
         f"model={args.model}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
     )
-    print(
-        f"{'engine':<13}{'raw tok':>9}{'raw s':>8}{'raw tok/s':>11}{'distillab tok':>15}{'s':>7}"
-        f"{'tok/s':>8}{'ratio':>8}"
-    )
+    sizes = dict(num_prompts=args.num_prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    rows = []
     for engine in args.engines:
-        raw, ours = measure("raw", engine, args), measure("distillab", engine, args)
-        raw_rate, our_rate = raw["tokens"] / raw["seconds"], ours["tokens"] / ours["seconds"]
-        print(
-            f"{engine:<13}{raw['tokens']:>9}{raw['seconds']:>8.1f}{raw_rate:>11.1f}{ours['tokens']:>15}"
-            f"{ours['seconds']:>7.1f}{our_rate:>8.1f}{our_rate / raw_rate:>8.2f}"
+        raw, ours = (
+            measure("bench.generate", side, engine=engine, model=args.model, **sizes) for side in SIDES
         )
+        raw_rate, our_rate = raw["tokens"] / raw["seconds"], ours["tokens"] / ours["seconds"]
+        rows.append(
+            [engine, raw["tokens"], f"{raw['seconds']:.1f}", f"{raw_rate:.1f}", ours["tokens"],
+             f"{ours['seconds']:.1f}", f"{our_rate:.1f}", f"{our_rate / raw_rate:.2f}"]
+        )  # fmt: skip
+    print_table(["engine", "raw tok", "raw s", "raw tok/s", "distillab tok", "s", "tok/s", "ratio"], rows)
 
 
 if __name__ == "__main__":

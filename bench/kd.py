@@ -1,46 +1,50 @@
 """Offline top-k KD vs SFT, side by side: training step time, soft-label storage, loss-only memory.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/kd.py [--steps 30] [--batch 8] [--repeats 3] [--k 64]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.kd [--steps 30] [--batch 8] [--repeats 3] [--k 64]
 
 1. Step time. `distillab kd` (offline, top-k soft labels) and `distillab sft` train the same student on the same
    sequences with the same batch, each side in a fresh process, alternating, --repeats times. A callback clocks
    the training loop (data preparation, model loading and saving excluded; batch collation included) in wall
    time and process CPU time; the figure is seconds per step, median over runs. Target: KD / SFT <= 1.15.
-   Setups: "tiny" (bench/sft.py's offline assets: ~10M student, 2,048-token vocabulary, 256 rows), and
+   Setups: "tiny" (bench.sft's offline assets: ~10M student, 2,048-token vocabulary, 256 rows), and
    "smollm2" (a fresh "tiny" student with SmolLM2's 49,152-token vocabulary on the demo's hard labels) when
    outputs/demo/generate and assets/SmolLM2-135M-Instruct exist (`distillab demo` builds them).
 2. Storage. Each setup's dataset is scored once with `distillab label --soft_labels_k K`; the label stage
    records the on-disk bytes its soft-label columns add per scored token (`bytes_per_token` in distillab.json).
    Target at k = 64: <= 300 bytes/token.
-3. Loss-only memory and time: bench/kd_loss_memory.py, run as is.
+3. Loss-only memory and time: bench.kd_loss_memory, run as is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
+from bench import kd_loss_memory
+from bench.harness import (
+    CACHE,
+    REPO,
+    SMOLLM2,
+    alternate,
+    bench_parser,
+    hand_back,
+    measure,
+    tiny_training_assets,
+    training_clock,
+)
 
-from sft import build_assets, training_clock  # noqa: E402  (bench/sft.py)
-
-CACHE = REPO / ".cache" / "bench-kd"
+KD_CACHE = CACHE / "bench-kd"
 SIDES = ("sft", "kd")
-SMOLLM2 = REPO / "assets" / "SmolLM2-135M-Instruct"
 DEMO_HARD_LABELS = REPO / "outputs" / "demo" / "generate"
 
 
 def setups(k: int) -> dict[str, dict[str, str]]:
     """name -> dataset with top-k soft labels, student arguments."""
-    dataset, student = build_assets()
+    dataset, student = tiny_training_assets()
     found = {"tiny": {"dataset": str(soft_labels(dataset, "tiny", k)), "student": f"--student_kind pretrained "
                       f"--model_name_or_path {student}"}}  # fmt: skip
     if (DEMO_HARD_LABELS / "distillab.json").is_file() and (SMOLLM2 / "config.json").is_file():
@@ -55,7 +59,9 @@ def soft_labels(dataset: Path, name: str, k: int) -> Path:
     """`distillab label` on `dataset` at top-k, into the bench cache (once)."""
     from distillab.generate.label import LabelConfig, label
 
-    return label(LabelConfig(dataset=str(dataset), soft_labels_k=k, output_dir=str(CACHE / f"{name}-top{k}")))
+    return label(
+        LabelConfig(dataset=str(dataset), soft_labels_k=k, output_dir=str(KD_CACHE / f"{name}-top{k}"))
+    )
 
 
 def run_training(args) -> dict:
@@ -84,32 +90,19 @@ def run_training(args) -> dict:
             "cpu": clock.cpu}  # fmt: skip
 
 
-def run_side(side: str, setup: dict[str, str], args) -> dict:
-    """One measurement in a fresh process."""
-    with tempfile.TemporaryDirectory() as output_dir:
-        command = [
-            sys.executable, __file__, "--side", side, "--output_dir", output_dir, "--dataset", setup["dataset"],
-            "--student", setup["student"], "--steps", str(args.steps), "--batch", str(args.batch),
-            "--max_length", str(args.max_length),
-        ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
-        return json.loads(Path(output_dir, "bench.json").read_text())
-
-
 def step_times(name: str, setup: dict[str, str], args) -> None:
-    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
-    for repeat in range(args.repeats):
-        for side in SIDES:
-            result = run_side(side, setup, args)
-            runs[side].append(result)
-            print(
-                f"  {name} run {repeat + 1} {side:<4} {result['wall'] / result['steps'] * 1e3:7.1f} ms/step wall, "
-                f"{result['cpu'] / result['steps'] * 1e3:7.1f} ms/step CPU",
-                flush=True,
-            )
+    def run(side: str) -> dict:
+        with tempfile.TemporaryDirectory() as output_dir:
+            return measure(
+                "bench.kd", side, output_dir=output_dir, dataset=setup["dataset"], student=setup["student"],
+                steps=args.steps, batch=args.batch, max_length=args.max_length,
+            )  # fmt: skip
+
+    def show(repeat: int, side: str, result: dict) -> str:
+        wall, cpu = (result[clock] / result["steps"] * 1e3 for clock in ("wall", "cpu"))
+        return f"{name}: {wall:7.1f} ms/step wall, {cpu:7.1f} ms/step CPU"
+
+    runs = alternate(SIDES, args.repeats, run, show)
     per_step = {
         side: {
             clock: statistics.median(r[clock] / r["steps"] for r in side_runs) for clock in ("wall", "cpu")
@@ -141,20 +134,19 @@ def storage(name: str, setup: dict[str, str], k: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, SIDES)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max_length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--k", type=int, default=64, help="soft labels stored per position")
-    parser.add_argument("--skip_memory", action="store_true", help="leave out bench/kd_loss_memory.py")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one measurement (internal)
+    parser.add_argument("--skip_memory", action="store_true", help="leave out bench.kd_loss_memory")
     parser.add_argument("--output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--student", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        Path(args.output_dir, "bench.json").write_text(json.dumps(run_training(args)))
+        hand_back(run_training(args))
         return
 
     found = setups(args.k)
@@ -165,8 +157,8 @@ def main() -> None:
     for name, setup in found.items():
         storage(name, setup, args.k)
     if not args.skip_memory:
-        print("\n== 3. loss only: bench/kd_loss_memory.py")
-        subprocess.run([sys.executable, str(REPO / "bench" / "kd_loss_memory.py")], check=True)
+        print("\n== 3. loss only: bench.kd_loss_memory")
+        kd_loss_memory.main([])
 
 
 if __name__ == "__main__":

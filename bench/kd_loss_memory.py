@@ -1,6 +1,6 @@
 """Benchmark: peak memory and time of one KD loss step (forward + backward), loss only, on synthetic logits.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/kd_loss_memory.py [--vocab 32768] [--length 2048]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.kd_loss_memory [--vocab 32768] [--length 2048]
 
 Variants, each on the same float32 student logits [batch, length, vocab] (requires_grad), all tokens but the
 last supervised:
@@ -22,16 +22,14 @@ ru_maxrss is the kernel's high-water mark, so short-lived temporaries count. The
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from bench.harness import bench_parser, hand_back, measure, print_table
 from distillab.sft.losses import IGNORE_INDEX, KDLossConfig, kd_loss
 
 VARIANTS = ("naive_dense", "chunked_dense", "sparse_topk", "cross_entropy")
@@ -54,9 +52,9 @@ def _inputs(args: argparse.Namespace) -> dict[str, torch.Tensor]:
     labels = torch.randint(0, args.vocab, shape[:2], generator=generator)
     labels[:, -1] = IGNORE_INDEX
     inputs = {"student": student, "labels": labels}
-    if args.variant in ("naive_dense", "chunked_dense"):
+    if args.side in ("naive_dense", "chunked_dense"):
         inputs["teacher"] = torch.randn(shape, generator=generator).mul_(2)
-    if args.variant == "sparse_topk":
+    if args.side == "sparse_topk":
         inputs["topk_ids"] = torch.randint(
             0, args.vocab, (*shape[:2], args.k), generator=generator, dtype=torch.int32
         )
@@ -94,61 +92,51 @@ def _child(args: argparse.Namespace) -> None:
     inputs = _inputs(args)
     baseline, current = _peak_rss(), _current_rss()
     start = time.perf_counter()
-    loss = _step(args.variant, inputs)
+    loss = _step(args.side, inputs)
     first = time.perf_counter() - start
     peak = _peak_rss() - baseline
     seconds = []
     for _ in range(args.repeats):
         inputs["student"].grad = None
         start = time.perf_counter()
-        _step(args.variant, inputs)
+        _step(args.side, inputs)
         seconds.append(time.perf_counter() - start)
-    result = {"variant": args.variant, "loss": loss, "peak": peak, "slack": baseline - current}
-    print(json.dumps(result | {"first_s": first, "best_s": min(seconds, default=first)}))
+    result = {"variant": args.side, "loss": loss, "peak": peak, "slack": baseline - current}
+    hand_back(result | {"first_s": first, "best_s": min(seconds, default=first)})
 
 
-def _run_child(variant: str, args: argparse.Namespace) -> dict[str, float]:
-    flags = [
-        f"--{name}={getattr(args, name)}" for name in ("vocab", "length", "batch", "k", "repeats", "threads")
-    ]
-    command = [sys.executable, __file__, f"--variant={variant}", *flags]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def main(argv: list[str] | None = None) -> None:
+    parser = bench_parser(__doc__, VARIANTS)
     parser.add_argument("--vocab", type=int, default=32768)
     parser.add_argument("--length", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--k", type=int, default=64, help="top-k slots of the sparse variant")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps after the measured one")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.variant:
+    args = parser.parse_args(argv)
+    if args.side:
         _child(args)
         return
 
+    options = {name: getattr(args, name) for name in ("vocab", "length", "batch", "k", "repeats", "threads")}
     logits_mib = args.batch * args.length * args.vocab * 4 / MIB
     print(
         f"loss-only step, batch {args.batch} x length {args.length} x vocab {args.vocab}, float32, "
         f"{args.threads} thread(s); one student logits tensor = {logits_mib:.0f} MiB"
     )
-    print(f"{'variant':<15}{'loss':>10}{'peak MiB':>11}{'x logits':>10}{'first s':>10}{'best s':>9}")
-    results = {}
-    for variant in VARIANTS:
-        result = results[variant] = _run_child(variant, args)
-        peak = result["peak"] / MIB
-        print(
-            f"{variant:<15}{result['loss']:>10.4f}{peak:>11.0f}{peak / logits_mib:>10.2f}"
-            f"{result['first_s']:>10.3f}{result['best_s']:>9.3f}"
-        )
+    results = {variant: measure("bench.kd_loss_memory", variant, **options) for variant in VARIANTS}
+    print_table(
+        ["variant", "loss", "peak MiB", "x logits", "first s", "best s"],
+        [
+            [variant, f"{r['loss']:.4f}", f"{r['peak'] / MIB:.0f}", f"{r['peak'] / MIB / logits_mib:.2f}",
+             f"{r['first_s']:.3f}", f"{r['best_s']:.3f}"]
+            for variant, r in results.items()
+        ],
+    )  # fmt: skip
+    for variant, result in results.items():
         if result["slack"] > 16 * MIB:
             print(
-                f"  warning: the RSS high-water mark was {result['slack'] / MIB:.0f} MiB above the baseline"
+                f"  warning: {variant}: the RSS high-water mark was {result['slack'] / MIB:.0f} MiB above the baseline"
             )
     memory = results["chunked_dense"]["peak"] / results["naive_dense"]["peak"]
     dense_time = results["chunked_dense"]["best_s"] / results["naive_dense"]["best_s"]

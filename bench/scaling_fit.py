@@ -1,6 +1,6 @@
 """Benchmark: fit the distillation law to synthetic runs with the paper's full initialisation grid.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/scaling_fit.py [--runs 700] [--starts 256] [--workers 2]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.scaling_fit [--runs 700] [--starts 256] [--workers 2]
 
 Runs are drawn from the paper's coefficients (Table 6) by `synthetic_runs`, so the fit should also predict
 unseen runs of the same distribution. Prints seconds per stage, starts per second, and the ratio of the
@@ -9,12 +9,12 @@ vectorised grid scoring to scoring the grid's starts one at a time (extrapolated
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
 import numpy as np
 
+from bench.harness import bench_parser
 from distillab.scaling.fit import (
     DISTILLATION,
     POLISH_STARTS,
@@ -41,9 +41,7 @@ def one_at_a_time_seconds(data: FitData, sample: int, seed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--runs", type=int, default=700)
     parser.add_argument("--starts", type=int, default=256, help="grid points kept for L-BFGS-B")
     parser.add_argument("--workers", type=int, default=2)

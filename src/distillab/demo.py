@@ -1,4 +1,5 @@
-"""`distillab demo [--quick] [--output_dir DIR] [--fresh]`: the whole pipeline on a real teacher, offline, on CPU.
+"""`distillab demo [--quick] [--output_dir DIR] [--fresh] [--config recipe.yaml]`: the whole pipeline on a real
+teacher, offline, on CPU.
 
 SmolLM2-135M-Instruct (an offline asset) -> greedy hard labels + top-k soft labels on the same tokens
 (distilabel + vLLM) -> two students from the same initialisation, one trained with SFT and one with KD on the
@@ -10,7 +11,6 @@ output stays under DIR, and a finished stage is reused on the next run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -19,10 +19,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillab.assets import DEFAULT_DIR as TEACHER_DIR
+from distillab.configs import parse_config
 from distillab.errors import ConfigError, DistillabError, exit_on_user_error
 
 # Held-out prompts from another arithmetic generator: reasoning-gym's basic_arithmetic repeats its short
@@ -34,6 +35,14 @@ QUICK = {  # --quick: fewer prompts, shorter answers, one epoch, a smaller lm-ev
     "train": ["--num_train_epochs", "1"],
     "evaluate": ["--lm_eval_limit", "16", "--reference_num_rows", "32"],
 }
+
+
+@dataclass
+class DemoConfig:
+    quick: bool = field(default=False, metadata={"help": "A smaller run (about 5 minutes on 2 cores)."})
+    output_dir: Path = field(default=Path("outputs/demo"), metadata={"help": "Where every stage writes."})
+    fresh: bool = field(default=False, metadata={"help": "Delete output_dir and start over."})
+    recipes: Path = field(default=Path("recipes/demo"), metadata={"help": "The demo's recipe folder."})
 
 
 @dataclass
@@ -152,15 +161,16 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
     ]
 
 
-def run_demo(output_dir: Path, quick: bool, fresh: bool, recipes: Path) -> None:
-    if not (recipes / "generate.yaml").is_file():
+def run_demo(config: DemoConfig) -> None:
+    output_dir = config.output_dir
+    if not (config.recipes / "generate.yaml").is_file():
         raise ConfigError(
-            f"demo recipes not found in {recipes}: run from a distillab checkout or pass --recipes"
+            f"demo recipes not found in {config.recipes}: run from a distillab checkout or pass --recipes"
         )
-    if fresh:
+    if config.fresh:
         shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    plan = stages(recipes, output_dir, quick)
+    plan = stages(config.recipes, output_dir, config.quick)
     started = time.perf_counter()
     for number, stage in enumerate(plan, start=1):
         header = f"[demo {number}/{len(plan)}] {stage.name}"
@@ -219,13 +229,7 @@ def _json(path: Path) -> dict:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="distillab demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run (about 5 minutes on 2 cores)")
-    parser.add_argument("--output_dir", "--output-dir", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--fresh", action="store_true", help="delete output_dir and start over")
-    parser.add_argument("--recipes", type=Path, default=Path("recipes/demo"), help="the demo's recipe folder")
-    args = parser.parse_args(argv)
-    run_demo(args.output_dir, args.quick, args.fresh, args.recipes)
+    run_demo(parse_config(DemoConfig, argv))
 
 
 if __name__ == "__main__":

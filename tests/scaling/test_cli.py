@@ -210,6 +210,29 @@ def test_plot_writes_readable_pngs(capsys, tmp_path):
         assert image[..., :3].std() > 0.05  # not blank
 
 
+def test_recipe_then_flags(capsys, tmp_path):
+    recipe = tmp_path / "predict.yaml"
+    recipe.write_text("student_params: 1B\nstudent_tokens: 2e10\nteacher_loss: 2.5\n")
+    out = run_json(capsys, "predict", "--config", str(recipe), "--teacher-loss", "2")
+    assert (out["student_params"], out["student_tokens"], out["teacher_loss"]) == (1e9, 2e10, 2.0)
+    assert out["student_loss"] == pytest.approx(float(distillation_loss(1e9, 2e10, 2.0, BUSBRIDGE2025)))
+
+
+def test_fit_runs_from_a_recipe(capsys, tmp_path):
+    save_runs(synthetic_runs(30, "supervised", seed=20), tmp_path / "runs.csv")
+    recipe = tmp_path / "fit.yaml"
+    recipe.write_text(f"runs: {tmp_path / 'runs.csv'}\nstarts: 8\n")
+    out = run_json(capsys, "fit", "--config", str(recipe))
+    assert out["name"] == "fit-runs" and out["supervised_runs"] == 30
+
+
+def test_flops_recipe_beside_model_config_folder(capsys, tmp_path):
+    recipe = tmp_path / "flops.yaml"
+    recipe.write_text("params: 1e9\nn_ctx: 2048\n")
+    out = run_json(capsys, "flops", "--config", str(recipe))
+    assert out["forward_flops_per_token"] == pytest.approx(float(forward_flops_per_token(1e9, n_ctx=2048)))
+
+
 # --- bad input: a real process, exit code 2, one line, no traceback ---------------------------------------
 
 
@@ -262,10 +285,29 @@ PREDICT = ["predict", "--student-params", "1e9", "--student-tokens", "2e10"]
         (["flops"], "give --params N or --config PATH"),
         (["predict-all"], "invalid choice: 'predict-all'"),
         (["fit", "runs.csv", "--workers", "0"], "argument --workers: must be an integer >= 1, got '0'"),
+        (["fit", "--starts", "8"], "fit needs RUNS: a .csv or .jsonl file of runs"),
     ],
 )
 def test_bad_input_is_a_one_line_error(argv, message):
     assert_user_error(run_cli(*argv), message)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        (
+            "student_params: 0\nstudent_tokens: 2e10\nteacher_loss: 2\n",
+            "student_params: must be a finite number > 0, got 0",
+        ),
+        (
+            "student_params: 1e9\nstudent_tokens: 2e10\nteacher_loss: 2\nstudent: 1\n",
+            "Unknown arguments from config file",
+        ),
+    ],
+)
+def test_recipe_values_are_checked_like_flags(tmp_path, recipe, message):
+    (tmp_path / "predict.yaml").write_text(recipe)
+    assert_user_error(run_cli("predict", "--config", "predict.yaml", cwd=tmp_path), message)
 
 
 def test_runs_file_missing_a_column(tmp_path):

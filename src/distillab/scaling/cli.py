@@ -1,34 +1,35 @@
 """`distillab scaling predict | flops | plan | fit | plot` (also `python -m distillab.scaling`).
 
-Every flag takes dashes or underscores (`--student-params` = `--student_params`); numbers may be written
-1e9, 3e11, 1_000_000 or with a K/M/B/T suffix (7B). `--json` prints one JSON object instead of a table.
+Each command's options are the fields of its config (distillab/scaling/config.py): flags take dashes or
+underscores (`--student-params` = `--student_params`), `--config recipe.yaml` sets any of them, and numbers may
+be written 1e9, 3e11, 1_000_000 or with a K/M/B/T suffix (7B). `--json` prints one JSON object instead of a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
-import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillab.configs import ConfigParser, add_positional, parse_command
 from distillab.errors import ConfigError, exit_on_user_error
-from distillab.scaling.flops import (
-    FLOPS_METHODS,
-    PAPER_N_CTX,
-    PAPER_N_VOCAB,
-    PAPER_OMEGA,
-    PAPER_RHO,
-    SCENARIOS,
-    approx_2n_flops_per_token,
-    model_forward_flops,
+from distillab.scaling.config import (
+    FitConfig,
+    FlopsConfig,
+    PlanConfig,
+    PlotConfig,
+    PositiveNumber,
+    PredictConfig,
+    ScalingConfig,
 )
+from distillab.scaling.flops import approx_2n_flops_per_token, model_forward_flops
 from distillab.scaling.laws import (
-    DEFAULT_COEFFICIENTS,
-    FIT_METHODS,
     coefficients_to_dict,
     distillation_loss,
     load_coefficients,
@@ -36,251 +37,17 @@ from distillab.scaling.laws import (
     supervised_loss,
 )
 
-SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one-line ConfigErrors (exit 2 through `exit_on_user_error`)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Read "-3e11" as a (bad) value rather than an unknown option, as Python >= 3.13's argparse does.
-        self._negative_number_matcher = re.compile(r"^-\.?\d")
-
-    def error(self, message: str):
-        raise ConfigError(f"{self.prog}: {message}")
-
-
-def positive_number(text: str) -> float:
-    """Parse '1e9', '3e11', '1_000', '7B' into a finite float > 0."""
-    cleaned = text.strip().replace("_", "")
-    scale = SUFFIXES.get(cleaned[-1:].lower(), 1.0)
-    try:
-        value = float(cleaned[:-1] if scale != 1.0 else cleaned) * scale
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text!r}")
-    return value
-
-
-def at_least(minimum: int):
-    """An argparse type: an integer >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
-    """Register `--name-with-dashes` and `--name_with_underscores` for one option."""
-    spellings = dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"])
-    parser.add_argument(*spellings, dest=name, **kwargs)
-
-
-def _number(parser, name: str, help: str, **kwargs) -> None:
-    _flag(parser, name, type=positive_number, metavar=name.split("_")[-1].upper(), help=help, **kwargs)
-
-
-def _common(parser: argparse.ArgumentParser, coefficients: bool = True) -> None:
-    if coefficients:
-        _flag(
-            parser,
-            "coefficients",
-            default=DEFAULT_COEFFICIENTS,
-            metavar="NAME|FILE",
-            help=f"named coefficient set or a JSON/YAML file (default {DEFAULT_COEFFICIENTS})",
-        )
-    _flag(parser, "json", action="store_true", help="print one JSON object")
-
-
-def _teacher_flags(parser: argparse.ArgumentParser) -> None:
-    _number(parser, "teacher_loss", "the teacher's cross-entropy L_T (nats/token)")
-    _number(parser, "teacher_params", "teacher non-embedding parameters N_T (L_T from the supervised law)")
-    _number(parser, "teacher_tokens", "tokens the teacher was trained on D_T")
-
-
-def _teacher_loss(args, coefficients) -> float:
+def _teacher_loss(config: PredictConfig, coefficients) -> float:
     """L_T from --teacher-loss, or from --teacher-params/--teacher-tokens through the supervised law."""
-    has_size = args.teacher_params is not None or args.teacher_tokens is not None
-    if args.teacher_loss is not None and has_size:
+    has_size = config.teacher_params is not None or config.teacher_tokens is not None
+    if config.teacher_loss is not None and has_size:
         raise ConfigError("give either --teacher-loss or --teacher-params with --teacher-tokens, not both")
-    if args.teacher_loss is not None:
-        return args.teacher_loss
-    if args.teacher_params is None or args.teacher_tokens is None:
+    if config.teacher_loss is not None:
+        return config.teacher_loss
+    if config.teacher_params is None or config.teacher_tokens is None:
         raise ConfigError("give the teacher: --teacher-loss L, or --teacher-params N with --teacher-tokens D")
-    return float(supervised_loss(args.teacher_params, args.teacher_tokens, coefficients.supervised))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="distillab scaling", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-
-    predict = commands.add_parser(
-        "predict",
-        help="student loss for a student, its tokens and a teacher",
-        description="Student loss for a student, its tokens and a teacher.",
-    )
-    _number(predict, "student_params", "student non-embedding parameters N_S", required=True)
-    _number(predict, "student_tokens", "tokens the student is distilled on D_S", required=True)
-    _teacher_flags(predict)
-    _common(predict)
-
-    flops = commands.add_parser(
-        "flops", help="forward FLOPs per token of a model", description="Forward FLOPs per token of a model."
-    )
-    _number(flops, "params", "non-embedding parameters N")
-    _flag(
-        flops, "config", metavar="PATH", help="a Hugging Face config.json (or its model folder): exact count"
-    )
-    _flag(
-        flops,
-        "method",
-        choices=FLOPS_METHODS,
-        help="exact (needs --config) | approx_2n | paper_fixed_aspect (default: exact with --config)",
-    )
-    _number(flops, "n_ctx", f"context length (default: the config's, else {PAPER_N_CTX})")
-    _number(flops, "n_vocab", f"vocabulary size for paper_fixed_aspect (default {PAPER_N_VOCAB})")
-    _number(
-        flops, "rho", f"d_model / n_layers for paper_fixed_aspect (default {PAPER_RHO:g})", default=PAPER_RHO
-    )
-    _number(flops, "omega", f"params per layer / d_model^2 (default {PAPER_OMEGA:g})", default=PAPER_OMEGA)
-    _number(flops, "tokens", "also report the training FLOPs 3 F(N) D on this many tokens")
-    _common(flops, coefficients=False)
-
-    plan = commands.add_parser(
-        "plan",
-        help="compute-optimal student tokens and teacher for a budget",
-        description="Compute-optimal student tokens and teacher for a budget.",
-    )
-    _number(plan, "student_params", "student non-embedding parameters N_S", required=True)
-    _number(plan, "compute", "total budget C in FLOPs", required=True)
-    _flag(
-        plan,
-        "scenario",
-        default="best",
-        metavar="|".join(SCENARIOS),
-        help="which teacher costs count against the budget (default best)",
-    )
-    _flag(
-        plan,
-        "teacher",
-        action="append",
-        metavar="PARAMS,TOKENS",
-        help="an existing teacher (repeatable): pick the best of them instead of the optimal one",
-    )
-    _common(plan)
-
-    fit = commands.add_parser(
-        "fit",
-        help="fit the laws to measured runs (CSV or JSON lines)",
-        description=_RUNS_HELP,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
-    fit.add_argument("runs", metavar="RUNS", help="a .csv or .jsonl file of runs")
-    _flag(
-        fit,
-        "kind",
-        default="auto",
-        choices=("auto", "supervised", "distillation", "both"),
-        help="which law(s) to fit (default auto: from which rows have a teacher_loss)",
-    )
-    _flag(
-        fit,
-        "method",
-        choices=FIT_METHODS,
-        help="the training method of the runs, recorded in the set: supervised (the supervised law alone), "
-        "or hard|soft|soft_data, required when the distillation law is fitted",
-    )
-    _flag(
-        fit,
-        "bootstrap",
-        type=at_least(0),
-        default=0,
-        metavar="B",
-        help="bootstrap resamples for intervals (default 0)",
-    )
-    _flag(fit, "confidence", type=fraction, default=0.9, help="interval coverage (default 0.9)")
-    _flag(
-        fit,
-        "holdout",
-        type=fraction,
-        default=0.0,
-        metavar="FRACTION",
-        help="hold out this fraction of runs with the largest students and report their prediction error",
-    )
-    _flag(
-        fit,
-        "holdout_by",
-        default="params",
-        choices=("params", "params_tokens"),
-        help="what 'largest' means for --holdout: N (params, default) or N·D (params_tokens)",
-    )
-    _flag(
-        fit, "starts", type=at_least(1), default=256, help="L-BFGS-B starts kept from the grid (default 256)"
-    )
-    _flag(
-        fit,
-        "workers",
-        type=at_least(1),
-        default=1,
-        help="processes for L-BFGS-B and the bootstrap (default 1)",
-    )
-    _flag(
-        fit, "out", metavar="FILE", help="write the fitted coefficient set (.json/.yaml), for --coefficients"
-    )
-    _flag(fit, "name", help="name of the fitted set (default: fit-<runs file stem>)")
-    _common(fit)
-
-    plot = commands.add_parser("plot", help="PNG figures of the laws", description="PNG figures of the laws.")
-    _flag(plot, "out_dir", default="scaling_plots", metavar="DIR", help="where to write the PNGs")
-    _number(plot, "teacher_params", "teacher of the map and IsoFLOP plots (default 1e10)", default=1e10)
-    _number(plot, "teacher_tokens", "its training tokens (default 2e11)", default=2e11)
-    _flag(
-        plot,
-        "scenario",
-        default="teacher-inference",
-        metavar="|".join(SCENARIOS),
-        help="teacher costs counted in the IsoFLOP plot (default teacher-inference)",
-    )
-    _number(
-        plot,
-        "tokens_per_param",
-        "D_S / N_S of the students in the L_S-vs-L_T plot (default 20)",
-        default=20.0,
-    )
-    _common(plot)
-    return parser
-
-
-_RUNS_HELP = """Fit the laws to measured runs. RUNS is a .csv or .jsonl file, one run per row, columns:
-  student_params   non-embedding parameters N of the trained model
-  student_tokens   tokens D it was trained on
-  loss             its validation cross-entropy against data (nats/token)
-  teacher_loss     the teacher's loss L_T for a distilled run; empty/absent for a supervised run
-The supervised law is fitted on supervised rows first; the distillation law on distilled rows takes
-Ltilde_S from it (or from --coefficients with --kind distillation). --method records what the set is for
-(evaluate predicts a student only from a set fitted for its method): a fit of the distillation law needs
-hard, soft or soft_data. Unfitted parts come from --coefficients."""
+    return float(supervised_loss(config.teacher_params, config.teacher_tokens, coefficients.supervised))
 
 
 # --- output -------------------------------------------------------------------------------------------------
@@ -316,12 +83,12 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
 # --- commands -----------------------------------------------------------------------------------------------
 
 
-def run_predict(args) -> dict[str, Any]:
+def run_predict(config: PredictConfig) -> dict[str, Any]:
     from distillab.scaling.plan import crossover_tokens, optimal_teacher_loss
 
-    coefficients = load_coefficients(args.coefficients)
-    teacher_loss = _teacher_loss(args, coefficients)
-    n, d = args.student_params, args.student_tokens
+    coefficients = load_coefficients(config.coefficients)
+    teacher_loss = _teacher_loss(config, coefficients)
+    n, d = config.student_params, config.student_tokens
     student = float(distillation_loss(n, d, teacher_loss, coefficients))
     supervised = float(supervised_loss(n, d, coefficients.supervised))
     return {
@@ -346,26 +113,26 @@ def _read_config(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read a model config from {path}: {err}") from None
 
 
-def run_flops(args) -> dict[str, Any]:
-    config = _read_config(args.config) if args.config else None
-    if config is None and args.params is None:
-        raise ConfigError("give --params N or --config PATH")
-    method = args.method or ("exact" if config else "paper_fixed_aspect")
+def run_flops(config: FlopsConfig) -> dict[str, Any]:
+    model_config = _read_config(config.model_config) if config.model_config else None
+    if model_config is None and config.params is None:
+        raise ConfigError("give --params N or --config PATH (a model's config.json or its folder)")
+    method = config.method or ("exact" if model_config else "paper_fixed_aspect")
     result = model_forward_flops(
-        config,
-        params=args.params,
+        model_config,
+        params=config.params,
         method=method,
-        n_ctx=args.n_ctx and int(args.n_ctx),
-        n_vocab=args.n_vocab and int(args.n_vocab),
-        rho=args.rho,
-        omega=args.omega,
+        n_ctx=config.n_ctx and int(config.n_ctx),
+        n_vocab=config.n_vocab and int(config.n_vocab),
+        rho=config.rho,
+        omega=config.omega,
     ).to_dict()
     result["forward_flops_per_token"] = result.pop("per_token")
     result["approx_2n_flops_per_token"] = float(approx_2n_flops_per_token(result["params"]))
     result["train_flops_per_token"] = 3.0 * result["forward_flops_per_token"]
-    if args.tokens:
-        result["tokens"] = args.tokens
-        result["train_flops"] = result["train_flops_per_token"] * args.tokens
+    if config.tokens:
+        result["tokens"] = config.tokens
+        result["train_flops"] = result["train_flops_per_token"] * config.tokens
     return result
 
 
@@ -376,50 +143,52 @@ def _parse_teacher(text: str):
     if len(parts) != 2:
         raise ConfigError(f"--teacher takes PARAMS,TOKENS (e.g. 7e9,2e12), got {text!r}")
     try:
-        return Teacher(*(positive_number(part) for part in parts))
+        return Teacher(*(PositiveNumber(part) for part in parts))
     except argparse.ArgumentTypeError as err:
         raise ConfigError(f"--teacher {text!r}: {err}") from None
 
 
-def run_plan(args) -> dict[str, Any]:
+def run_plan(config: PlanConfig) -> dict[str, Any]:
     from distillab.scaling.plan import best_existing_teacher, compute_optimal_plan
 
-    if not args.teacher:
-        plan = compute_optimal_plan(args.student_params, args.compute, args.scenario, args.coefficients)
-        return {"coefficients": load_coefficients(args.coefficients).name, **plan.to_dict()}
-    teachers = [_parse_teacher(text) for text in args.teacher]
+    if not config.teacher:
+        plan = compute_optimal_plan(
+            config.student_params, config.compute, config.scenario, config.coefficients
+        )
+        return {"coefficients": load_coefficients(config.coefficients).name, **plan.to_dict()}
+    teachers = [_parse_teacher(text) for text in config.teacher]
     plans = best_existing_teacher(
-        args.student_params, args.compute, teachers, args.scenario, args.coefficients
+        config.student_params, config.compute, teachers, config.scenario, config.coefficients
     )
     candidates = [plan.to_dict() for plan in plans]
     return {
-        "coefficients": load_coefficients(args.coefficients).name,
+        "coefficients": load_coefficients(config.coefficients).name,
         **candidates[0],
         "candidates": candidates,
     }
 
 
-def run_fit(args) -> dict[str, Any]:
+def run_fit(config: FitConfig) -> dict[str, Any]:
     from distillab.scaling.fit import fit_coefficients
     from distillab.scaling.runs import load_runs
 
-    runs = load_runs(args.runs)
+    runs = load_runs(config.runs)
     report = fit_coefficients(
         runs,
-        args.kind,
-        base=args.coefficients,
-        name=args.name or f"fit-{Path(args.runs).stem}",
-        holdout=args.holdout,
-        source=str(args.runs),
-        method=args.method,
-        holdout_by=args.holdout_by,
-        n_starts=args.starts,
-        workers=args.workers,
-        bootstrap=args.bootstrap,
-        confidence=args.confidence,
+        config.kind,
+        base=config.coefficients,
+        name=config.name or f"fit-{Path(config.runs).stem}",
+        holdout=config.holdout,
+        source=str(config.runs),
+        method=config.method,
+        holdout_by=config.holdout_by,
+        n_starts=config.starts,
+        workers=config.workers,
+        bootstrap=config.bootstrap,
+        confidence=config.confidence,
     )
-    if args.out:
-        save_coefficients(report.coefficients, args.out)
+    if config.out:
+        save_coefficients(report.coefficients, config.out)
     result = coefficients_to_dict(report.coefficients)
     for fit in report.fits:
         result[f"{fit.kind}_relative_error"] = fit.relative_error
@@ -427,8 +196,8 @@ def run_fit(args) -> dict[str, Any]:
         result[f"{fit.kind}_seconds"] = sum(fit.seconds.values())
     for kind, error in report.held_out_relative_error.items():
         result[f"{kind}_held_out_relative_error"] = error
-    if args.out:
-        result["out"] = str(args.out)
+    if config.out:
+        result["out"] = str(config.out)
     return result
 
 
@@ -445,34 +214,72 @@ def _print_fit(result: dict[str, Any]) -> None:
     _emit({k: v for k, v in result.items() if k not in {"name"}}, False, "fit")
 
 
-def run_plot(args) -> dict[str, Any]:
+def run_plot(config: PlotConfig) -> dict[str, Any]:
     from distillab.scaling import plots
 
-    coefficients = load_coefficients(args.coefficients)
-    out = Path(args.out_dir)
-    teacher_loss = float(supervised_loss(args.teacher_params, args.teacher_tokens, coefficients.supervised))
+    coefficients = load_coefficients(config.coefficients)
+    out = Path(config.out_dir)
+    teacher_loss = float(
+        supervised_loss(config.teacher_params, config.teacher_tokens, coefficients.supervised)
+    )
     paths = [
         plots.plot_student_vs_teacher(
-            coefficients, out / "student_vs_teacher.png", tokens_per_param=args.tokens_per_param
+            coefficients, out / "student_vs_teacher.png", tokens_per_param=config.tokens_per_param
         ),
         plots.plot_distill_minus_supervised(coefficients, out / "distill_minus_supervised.png", teacher_loss),
         plots.plot_isoflops(
-            coefficients, out / "isoflops.png", args.teacher_params, args.teacher_tokens, args.scenario
+            coefficients, out / "isoflops.png", config.teacher_params, config.teacher_tokens, config.scenario
         ),
     ]
     return {"plots": [str(path) for path in paths]}
 
 
-COMMANDS = {"predict": run_predict, "flops": run_flops, "plan": run_plan, "fit": run_fit, "plot": run_plot}
+@dataclass(frozen=True)
+class Command:
+    config: type[ScalingConfig]
+    run: Callable[[Any], dict[str, Any]]
+    help: str
+
+
+COMMANDS = {
+    "predict": Command(PredictConfig, run_predict, "student loss for a student, its tokens and a teacher"),
+    "flops": Command(FlopsConfig, run_flops, "forward FLOPs per token of a model"),
+    "plan": Command(PlanConfig, run_plan, "compute-optimal student tokens and teacher for a budget"),
+    "fit": Command(FitConfig, run_fit, "fit the laws to measured runs (CSV or JSON lines)"),
+    "plot": Command(PlotConfig, run_plot, "PNG figures of the laws"),
+}
+
+
+def make_parser() -> ConfigParser:
+    """`distillab scaling COMMAND ...`: one subparser per command config (TRL's `make_parser(subparsers)`)."""
+    parser = ConfigParser(prog="distillab scaling", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        description = inspect.cleandoc(command.config.__doc__)
+        commands.add_parser(
+            name, help=command.help, description=description, dataclass_types=[command.config]
+        )
+    add_positional(commands.choices["fit"], "runs")
+    return parser
+
+
+def _model_config_flag(argv: list[str]) -> list[str]:
+    """`flops --config PATH` names a model's config.json or folder; any other `--config` is a YAML recipe."""
+    if argv[:1] == ["flops"] and "--config" in argv[:-1]:
+        path = argv[argv.index("--config") + 1]
+        if Path(path).is_dir() or path.endswith(".json"):
+            argv[argv.index("--config")] = "--model_config"
+    return argv
 
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    result = COMMANDS[args.command](args)
-    if args.command == "fit" and not args.json:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, config = parse_command(make_parser(), _model_config_flag(argv))
+    result = COMMANDS[command].run(config)
+    if command == "fit" and not config.json:
         _print_fit(result)
-    elif args.command == "plot" and not args.json:
+    elif command == "plot" and not config.json:
         print("\n".join(result["plots"]))
     else:
-        _emit(result, args.json, f"scaling {args.command}")
+        _emit(result, config.json, f"scaling {command}")
