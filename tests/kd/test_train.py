@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.run_record import read_run_record
 from distillab.kd import main
 from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
-from distillab.sft.run_folder import read_run_record
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 from tests.kd.conftest import kd_argv, run_kd, write_soft_labels
 from tests.kd.test_soft_labels import BAD_ROWS, corrupt
