@@ -2,7 +2,7 @@
 tokenization for a model.
 
 Chat rows are scored on the final assistant turn only, through each model's own chat template, exactly as the
-students were trained (`distillab.sft.data.tokenize_conversation`): the completion plus the end-of-turn token,
+students were trained (`distillab.data.chat.tokenize_conversation`): the completion plus the end-of-turn token,
 which a truncated teacher row (finish_reason=length) does not have. Text rows are scored on every token.
 Every set used is written to `output_dir/eval_sets/<name>.jsonl`, so results name a file for each.
 """
@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillab.data.chat import (
+    IGNORE_INDEX,
+    NO_ASSISTANT_TURN,
+    chat_messages,
+    end_of_turn_token_id,
+    tokenize_conversation,
+)
 from distillab.errors import DataError, first_line
 from distillab.evaluate.config import GENERATOR_PREFIX, EvaluateConfig
 from distillab.fileio import atomic_write_text
-from distillab.sft.data import IGNORE_INDEX, NO_ASSISTANT_TURN, end_of_turn_token_id, tokenize_conversation
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 
@@ -58,11 +64,6 @@ class EncodedSet:
         self.scored_tokens = sum(sum(t != IGNORE_INDEX for t in labels[1:]) for labels in self.labels)
 
 
-def chat_messages(prompt: str, answer: str, system_prompt: str | None) -> list[dict[str, str]]:
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-
-
 def load_reference_set(config: EvaluateConfig, system_prompt: str | None) -> EvalSet:
     """The reference data of the config: a reasoning-gym generator, a local file or a Hub dataset."""
     source = config.reference_data
@@ -70,7 +71,7 @@ def load_reference_set(config: EvaluateConfig, system_prompt: str | None) -> Eva
         records = generator_records(
             source.removeprefix(GENERATOR_PREFIX), config.reference_num_rows or 64, config.reference_seed
         )
-        rows = [chat_messages(r["question"], r["answer"], system_prompt) for r in records]
+        rows = [chat_messages(r["question"], system_prompt, r["answer"]) for r in records]
         return _chat_set("reference", f"{source} (seed {config.reference_seed})", rows)
     table = _load_table(config)
     if config.reference_num_rows is not None:
@@ -86,7 +87,7 @@ def load_reference_set(config: EvaluateConfig, system_prompt: str | None) -> Eva
                 )
         pairs = zip(table[config.reference_prompt_column], table[config.reference_answer_column], strict=True)
         return _chat_set(
-            "reference", source, [chat_messages(str(p), str(a), system_prompt) for p, a in pairs]
+            "reference", source, [chat_messages(str(p), system_prompt, str(a)) for p, a in pairs]
         )
     if config.reference_text_column in columns:
         texts = [t for t in table[config.reference_text_column] if isinstance(t, str) and t.strip()]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillab.data.chat import chat_messages
 from distillab.errors import DataError, first_line
 from distillab.generate.config import GenerateConfig
 
@@ -131,11 +132,6 @@ def _validate(
         valid = [r for i, r in enumerate(valid) if i not in too_long]
     invalid.sort(key=lambda message: int(message.split(":")[0].split()[1]))
     return valid, invalid
-
-
-def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*messages, {"role": "user", "content": prompt}]
 
 
 def prompt_token_counts(tokenizer, prompts: Iterable[str], system_prompt: str | None) -> list[int]:
