@@ -24,9 +24,9 @@ def write_run_record(
     from transformers import AutoConfig, AutoTokenizer
 
     from distillab.data.hardlabels import read_metadata
+    from distillab.data.run_record import RUN_RECORD_NAME, StudentRun, run_record
     from distillab.data.tokenizers import tokenizer_fingerprint
     from distillab.fileio import atomic_write_json
-    from distillab.sft.run_folder import RUN_RECORD_NAME, StudentRun, run_record
 
     distilled = method != "supervised"
     run = StudentRun(

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.errors import DataError
 from distillab.evaluate.config import EvaluateConfig
 from distillab.evaluate.evalsets import (
-    IGNORE_INDEX,
     encode_set,
     heldout_system_prompt,
     load_heldout_set,

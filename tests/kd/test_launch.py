@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from distillab.sft.run_folder import read_run_record
+from distillab.data.run_record import read_run_record
 from tests.cli import cli_env
 from tests.kd.conftest import kd_argv, run_kd
 from tests.sft.test_launch import REPO

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.errors import DataError
 from distillab.kd.soft_labels import (
     TOPK_IDS,
@@ -20,7 +21,7 @@ from distillab.kd.soft_labels import (
     SoftLabelCollator,
     check_same_vocabulary,
 )
-from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
+from distillab.sft.data import DataOptions, build_training_data
 
 VOCAB = 2048  # tests/tiny.py tokenizer
 

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.run_record import read_run_record
 from distillab.kd import main
-from distillab.sft.data import IGNORE_INDEX, DataOptions, build_training_data
-from distillab.sft.run_folder import read_run_record
+from distillab.sft.data import DataOptions, build_training_data
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 from tests.kd.conftest import kd_argv, run_kd, write_soft_labels
 from tests.kd.test_soft_labels import BAD_ROWS, corrupt

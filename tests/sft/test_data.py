@@ -1,4 +1,4 @@
-"""The shared SFT/KD data pipeline: masks against hand-tokenised text, the end-of-turn guard, cutting, packing."""
+"""The shared SFT/KD data pipeline: sequences against hand-tokenised text, truncated rows, cutting, packing."""
 
 from __future__ import annotations
 
@@ -9,25 +9,11 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels
-from distillab.errors import ConfigError, DataError
-from distillab.sft.data import (
-    IGNORE_INDEX,
-    DataOptions,
-    build_training_data,
-    end_of_turn_token_id,
-    tokenize_conversation,
-)
-from tests.tiny import CHATML_TEMPLATE
-
-PLAIN_CHATML = CHATML_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-END_OF_TURN_OUTSIDE_GENERATION = CHATML_TEMPLATE.replace(
-    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}",
-    "{{ message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}",
-)
-NO_END_OF_TURN = CHATML_TEMPLATE.replace(
-    "{{ message['content'] + '<|im_end|>' }}", "{{ message['content'] }}"
-)
+from distillab.errors import DataError
+from distillab.sft.data import DataOptions, build_training_data
+from tests.data.test_chat import chat, encode, expected_sequence, prompt_text
 
 ROWS = [  # prompt, completion, finish_reason
     ("What is 6 * 7?", "6 * 7 = 42.", "stop"),
@@ -41,18 +27,6 @@ ROWS = [  # prompt, completion, finish_reason
 @pytest.fixture
 def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def chat(prompt: str, completion: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-
-
-def prompt_text(prompt: str) -> str:
-    return f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def dataset(rows=ROWS) -> Dataset:
@@ -70,31 +44,6 @@ def dataset(rows=ROWS) -> Dataset:
             for i, (p, c, f) in enumerate(rows)
         ]
     )
-
-
-def expected_sequence(
-    tokenizer, prompt: str, completion: str, finish_reason: str
-) -> tuple[list[int], list[int]]:
-    """input_ids and labels written out by hand: ChatML text, completion (+ <|im_end|> when finished)."""
-    head = encode(tokenizer, prompt_text(prompt))
-    tail = encode(tokenizer, completion + ("<|im_end|>" if finish_reason == "stop" else ""))
-    return head + tail, [IGNORE_INDEX] * len(head) + tail
-
-
-@pytest.mark.parametrize(
-    "template", [CHATML_TEMPLATE, PLAIN_CHATML], ids=["generation-markers", "no-markers"]
-)
-@pytest.mark.parametrize("finish_reason", ["stop", "length"])
-def test_only_the_completion_and_its_end_of_turn_are_supervised(tokenizer, template, finish_reason):
-    tokenizer.chat_template = template
-    prompt, completion, _ = ROWS[1]
-    out = tokenize_conversation(
-        chat(prompt, completion), tokenizer, end_of_turn_token_id(tokenizer), finished=finish_reason == "stop"
-    )
-    input_ids, labels = expected_sequence(tokenizer, prompt, completion, finish_reason)
-    assert out == {"input_ids": input_ids, "labels": labels, "problem": ""}
-    eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert (labels[-1] == eot) == (finish_reason == "stop")
 
 
 def test_dataset_sequences_match_hand_tokenised_rows(tokenizer):
@@ -121,23 +70,6 @@ def test_dropping_every_row_is_an_error(tokenizer):
     only_truncated = [row for row in ROWS if row[2] == "length"]
     with pytest.raises(DataError, match="every row is truncated"):
         build_training_data(dataset(only_truncated), tokenizer, DataOptions(truncated="drop"))
-
-
-def test_end_of_turn_outside_the_loss_mask_is_refused(tokenizer):
-    tokenizer.chat_template = END_OF_TURN_OUTSIDE_GENERATION
-    with pytest.raises(ConfigError, match=r"leaves the end-of-turn token '<\|im_end\|>' out of its"):
-        build_training_data(dataset(), tokenizer, DataOptions())
-
-
-def test_template_without_end_of_turn_is_refused(tokenizer):
-    tokenizer.chat_template = NO_END_OF_TURN
-    with pytest.raises(ConfigError, match="does not end an assistant turn with the end-of-turn token"):
-        build_training_data(dataset(), tokenizer, DataOptions())
-
-
-def test_end_of_turn_token_must_be_in_the_vocabulary(tokenizer):
-    with pytest.raises(ConfigError, match="not in the student tokenizer's vocabulary"):
-        end_of_turn_token_id(tokenizer, "<|eot_id|>")
 
 
 def test_empty_dataset_and_rows_without_an_assistant_turn(tokenizer):

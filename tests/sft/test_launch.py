@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from distillab.sft.run_folder import read_run_record
+from distillab.data.run_record import read_run_record
 from tests.cli import cli_env
 
 pytestmark = pytest.mark.slow

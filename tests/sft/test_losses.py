@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.errors import DataError
 from distillab.sft.losses import (
-    IGNORE_INDEX,
     PAD_ID,
     KDLossConfig,
     kd_loss,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distillab.data.sources import REASONING_GYM_PREFIX
 from distillab.errors import ConfigError
 
-GENERATOR_PREFIX = "reasoning-gym:"
 LOCAL_TASKS = ("distillab_arithmetic", "distillab_arithmetic_mc")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -28,7 +28,7 @@ class EvaluateConfig:
 
     # Reference data: text the teacher did not write (the paper's L)
     reference_data: str = field(
-        default=f"{GENERATOR_PREFIX}basic_arithmetic",
+        default=f"{REASONING_GYM_PREFIX}basic_arithmetic",
         metadata={
             "help": "Reference data for cross-entropy: `reasoning-gym:<task>` (its questions with reference "
             "answers, offline), a local .jsonl/.json/.parquet/.csv/.txt file or a Hub dataset id."

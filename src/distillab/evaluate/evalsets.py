@@ -2,7 +2,7 @@
 tokenization for a model.
 
 Chat rows are scored on the final assistant turn only, through each model's own chat template, exactly as the
-students were trained (`distillab.sft.data.tokenize_conversation`): the completion plus the end-of-turn token,
+students were trained (`distillab.data.chat.tokenize_conversation`): the completion plus the end-of-turn token,
 which a truncated teacher row (finish_reason=length) does not have. Text rows are scored on every token.
 Every set used is written to `output_dir/eval_sets/<name>.jsonl`, so results name a file for each.
 """
@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import DataError, first_line
-from distillab.evaluate.config import GENERATOR_PREFIX, EvaluateConfig
+from distillab.data.chat import (
+    IGNORE_INDEX,
+    NO_ASSISTANT_TURN,
+    chat_messages,
+    end_of_turn_token_id,
+    tokenize_conversation,
+)
+from distillab.data.sources import REASONING_GYM_PREFIX, load_table, reasoning_gym_records
+from distillab.errors import DataError
+from distillab.evaluate.config import EvaluateConfig
 from distillab.fileio import atomic_write_text
-from distillab.sft.data import IGNORE_INDEX, NO_ASSISTANT_TURN, end_of_turn_token_id, tokenize_conversation
-
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 
 
 @dataclass
@@ -58,21 +63,18 @@ class EncodedSet:
         self.scored_tokens = sum(sum(t != IGNORE_INDEX for t in labels[1:]) for labels in self.labels)
 
 
-def chat_messages(prompt: str, answer: str, system_prompt: str | None) -> list[dict[str, str]]:
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-
-
 def load_reference_set(config: EvaluateConfig, system_prompt: str | None) -> EvalSet:
     """The reference data of the config: a reasoning-gym generator, a local file or a Hub dataset."""
     source = config.reference_data
-    if source.startswith(GENERATOR_PREFIX):
-        records = generator_records(
-            source.removeprefix(GENERATOR_PREFIX), config.reference_num_rows or 64, config.reference_seed
+    if source.startswith(REASONING_GYM_PREFIX):
+        records = reasoning_gym_records(
+            source.removeprefix(REASONING_GYM_PREFIX), config.reference_num_rows or 64, config.reference_seed
         )
-        rows = [chat_messages(r["question"], r["answer"], system_prompt) for r in records]
+        rows = [chat_messages(r["question"], system_prompt, r["answer"]) for r in records]
         return _chat_set("reference", f"{source} (seed {config.reference_seed})", rows)
-    table = _load_table(config)
+    table = load_table(
+        source, what="reference data", config_name=config.reference_config, split=config.reference_split
+    )
     if config.reference_num_rows is not None:
         table = table.select(range(min(config.reference_num_rows, len(table))))
     columns = table.column_names
@@ -86,7 +88,7 @@ def load_reference_set(config: EvaluateConfig, system_prompt: str | None) -> Eva
                 )
         pairs = zip(table[config.reference_prompt_column], table[config.reference_answer_column], strict=True)
         return _chat_set(
-            "reference", source, [chat_messages(str(p), str(a), system_prompt) for p, a in pairs]
+            "reference", source, [chat_messages(str(p), system_prompt, str(a)) for p, a in pairs]
         )
     if config.reference_text_column in columns:
         texts = [t for t in table[config.reference_text_column] if isinstance(t, str) and t.strip()]
@@ -96,17 +98,6 @@ def load_reference_set(config: EvaluateConfig, system_prompt: str | None) -> Eva
         f"{config.reference_text_column!r} (text) column; columns: {', '.join(columns)} "
         "(set --reference_messages_column, --reference_text_column or --reference_prompt/answer_column)"
     )
-
-
-def generator_records(task: str, size: int, seed: int) -> list[dict[str, str]]:
-    """`size` reasoning-gym items of `task` as {question, answer} (deterministic for a seed)."""
-    import reasoning_gym
-
-    try:
-        items = reasoning_gym.create_dataset(task, size=size, seed=seed)
-    except (KeyError, ValueError) as err:
-        raise DataError(f"unknown reasoning-gym task {task!r}: {err}") from None
-    return [{"question": item["question"], "answer": str(item["answer"])} for item in items]
 
 
 def load_heldout_set(config: EvaluateConfig) -> EvalSet | None:
@@ -200,27 +191,3 @@ def _read_ids(path: str) -> list[str]:
     if not file.is_file():
         raise DataError(f"--heldout_ids_file not found: {path}")
     return [line.strip() for line in file.read_text().splitlines() if line.strip()]
-
-
-def _load_table(config: EvaluateConfig):
-    import datasets
-
-    source, path = config.reference_data, Path(config.reference_data)
-    if path.suffix in FILE_BUILDERS or path.exists():
-        if not path.is_file():
-            raise DataError(f"reference data file not found: {source}")
-        if not path.read_bytes().strip():
-            raise DataError(f"the reference data file {source} is empty")
-        builder = FILE_BUILDERS.get(path.suffix)
-        if builder is None:
-            raise DataError(
-                f"unsupported reference file type {path.suffix!r}; use {', '.join(FILE_BUILDERS)}"
-            )
-        try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train")
-        except Exception as err:  # malformed files surface as many exception types
-            raise DataError(f"cannot read reference data {source}: {first_line(err)}") from None
-    try:
-        return datasets.load_dataset(source, config.reference_config, split=config.reference_split)
-    except Exception as err:  # not found, offline, bad split ...
-        raise DataError(f"cannot load reference dataset {source!r}: {first_line(err)}") from None

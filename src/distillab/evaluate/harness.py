@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from distillab.data.sources import reasoning_gym_records
 from distillab.errors import ConfigError, first_line
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
-from distillab.evaluate.evalsets import generator_records
 from distillab.evaluate.models import ModelSpec
 from distillab.fileio import atomic_write_text
 
@@ -52,7 +52,7 @@ def multiple_choice_doc(question: str, answer: str, rng: random.Random) -> dict[
 def local_task_docs(num_docs: int, seed: int) -> list[dict[str, Any]]:
     """The documents of the offline arithmetic tasks (deterministic for a seed)."""
     rng = random.Random(seed)
-    records = generator_records("basic_arithmetic", num_docs, seed)
+    records = reasoning_gym_records("basic_arithmetic", num_docs, seed)
     return [multiple_choice_doc(r["question"], r["answer"], rng) for r in records]
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from distillab.sft.data import IGNORE_INDEX
+from distillab.data.chat import IGNORE_INDEX
 
 
 def next_token_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

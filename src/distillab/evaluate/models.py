@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillab.data.run_record import read_run_record
 from distillab.errors import ConfigError, DistillabError, first_line
 from distillab.fileio import read_json
-from distillab.sft.run_folder import read_run_record
 
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")

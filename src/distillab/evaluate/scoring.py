@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.evaluate.evalsets import EncodedSet
-from distillab.evaluate.metrics import IGNORE_INDEX, MetricTotals, next_token_positions
+from distillab.evaluate.metrics import MetricTotals, next_token_positions
 
 
 def padded_batches(

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillab.data.cards import render_hard_label_card
+from distillab.data.chat import soft_label_sequence
 from distillab.data.hardlabels import (
     SCHEMA,
     ShardStore,
@@ -97,7 +98,10 @@ def label(config: LabelConfig) -> Path:
         )
 
     rows = dataset.to_list()
-    sequences = [chat_sequence(tokenizer, row, index) for index, row in enumerate(rows)]
+    sequences = [
+        soft_label_sequence(row["messages"], tokenizer, f"row {index} (id {row['id']})")
+        for index, row in enumerate(rows)
+    ]
     _prepare_output(output_dir, config, rows, metadata)
     store = ShardStore(output_dir, schema=_soft_schema(config.logprob_dtype), subdir=SOFT_SHARDS_DIR)
     done = store.done_ids()
@@ -121,25 +125,6 @@ def label(config: LabelConfig) -> Path:
     if config.push_to_hub:
         print(f"label: pushed to {push_to_hub(output_dir, config.push_to_hub, private=config.private)}")
     return output_dir
-
-
-def chat_sequence(tokenizer, row: dict[str, Any], index: int) -> tuple[list[int], int]:
-    """(input_ids of the full chat-formatted row, index of its first completion token)."""
-    messages = row["messages"]
-    if not messages or messages[-1]["role"] != "assistant":
-        raise DataError(
-            f"row {index} (id {row['id']}): field 'messages' does not end with the assistant turn"
-        )
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    if full_ids[: len(prompt_ids)] != prompt_ids or len(full_ids) <= len(prompt_ids):
-        raise DataError(
-            f"row {index} (id {row['id']}): the chat template does not extend the prompt with the "
-            "completion token-for-token; cannot align soft labels"
-        )
-    return full_ids, len(prompt_ids)
 
 
 def _prepare_output(output_dir: Path, config: LabelConfig, rows: list[dict], metadata: dict | None) -> None:

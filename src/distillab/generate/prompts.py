@@ -6,13 +6,12 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from distillab.errors import DataError, first_line
+from distillab.data.chat import chat_messages
+from distillab.data.sources import REASONING_GYM_PREFIX, is_local_file, load_table, reasoning_gym_records
+from distillab.errors import DataError
 from distillab.generate.config import GenerateConfig
-
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 @dataclass
@@ -28,8 +27,15 @@ class PromptSet:
 def load_records(config: GenerateConfig) -> tuple[list[dict[str, Any]], str]:
     """Raw records with `prompt` (and `reference` when known), and a description of their source."""
     if config.generator:
-        return _generator_records(config), f"reasoning-gym:{config.generator}"
-    table, where = _load_table(config)
+        items = reasoning_gym_records(
+            config.generator, config.num_prompts or 64, config.seed, what="--generator"
+        )
+        records = [{"prompt": item["question"], "reference": item["answer"]} for item in items]
+        return records, f"{REASONING_GYM_PREFIX}{config.generator}"
+    table = load_table(
+        config.dataset, what="prompt", config_name=config.dataset_config, split=config.dataset_split
+    )
+    where = config.dataset if is_local_file(config.dataset) else f"{config.dataset}[{config.dataset_split}]"
     if config.prompt_column not in table.column_names:
         raise DataError(
             f"prompt column {config.prompt_column!r} not found in {where}; "
@@ -45,44 +51,6 @@ def load_records(config: GenerateConfig) -> tuple[list[dict[str, Any]], str]:
         {"prompt": p, "reference": None if r is None else str(r)}
         for p, r in zip(prompts, references, strict=True)
     ], where
-
-
-def _generator_records(config: GenerateConfig) -> list[dict[str, Any]]:
-    import reasoning_gym
-
-    size = config.num_prompts or 64
-    try:
-        items = reasoning_gym.create_dataset(config.generator, size=size, seed=config.seed)
-    except (KeyError, ValueError) as err:
-        raise DataError(f"unknown --generator {config.generator!r}: {err}") from None
-    return [{"prompt": item["question"], "reference": str(item["answer"])} for item in items]
-
-
-def _load_table(config: GenerateConfig):
-    import datasets
-
-    name = config.dataset
-    path = Path(name)
-    if path.suffix in FILE_BUILDERS or path.exists():
-        if not path.is_file():
-            raise DataError(f"prompt file not found: {name}")
-        builder = FILE_BUILDERS.get(path.suffix)
-        if builder is None:
-            raise DataError(
-                f"unsupported prompt file type {path.suffix!r} ({name}); use .jsonl, .parquet or .csv"
-            )
-        try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train"), name
-        except Exception as err:  # malformed files surface as many different exception types
-            raise DataError(f"cannot read prompt file {name}: {first_line(err)}") from None
-    try:
-        table = datasets.load_dataset(name, config.dataset_config, split=config.dataset_split)
-    except Exception as err:  # DatasetNotFoundError, ConnectionError, ValueError(split) ...
-        raise DataError(
-            f"cannot load dataset {name!r} (config={config.dataset_config}, split={config.dataset_split}): "
-            f"{first_line(err)}"
-        ) from None
-    return table, f"{name}[{config.dataset_split}]"
 
 
 def build_prompt_set(config: GenerateConfig, tokenizer=None, context_length: int | None = None) -> PromptSet:
@@ -131,11 +99,6 @@ def _validate(
         valid = [r for i, r in enumerate(valid) if i not in too_long]
     invalid.sort(key=lambda message: int(message.split(":")[0].split()[1]))
     return valid, invalid
-
-
-def chat_messages(prompt: str, system_prompt: str | None) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*messages, {"role": "user", "content": prompt}]
 
 
 def prompt_token_counts(tokenizer, prompts: Iterable[str], system_prompt: str | None) -> list[int]:

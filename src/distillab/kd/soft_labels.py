@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.data.softlabels import SOFT_COLUMNS
 from distillab.errors import DataError
-from distillab.sft.data import IGNORE_INDEX
 from distillab.sft.losses import PAD_ID, validate_soft_labels
 
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"

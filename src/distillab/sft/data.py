@@ -1,21 +1,9 @@
 """Hard-label rows -> the token sequences a student trains on. Shared by `sft` and `kd`: both train on exactly
 these tokens, in this order, so a hard and a soft student of a matched pair see the same token budget D.
 
-Per row (`tokenize_conversation`), through the *student's* chat template:
-
-- `input_ids`: the row's `messages` rendered with the template, ending with the assistant's end-of-turn token
-  (whatever the template renders after it, e.g. ChatML's newline, is not part of the sequence);
-- `labels`: the token ids where the student is supervised, -100 elsewhere (unshifted, as in transformers: the
-  model predicts `labels[t]` from tokens `< t`). Supervised = the teacher's completion and the end-of-turn
-  token: every token after the rendered prompt (`messages[:-1]` + generation prompt), restricted to the
-  template's `{% generation %}` block when it has one.
-- Truncated rows (finish_reason=length): the teacher never ended its turn, so the sequence stops before the
-  end-of-turn token; training on one would teach the student to stop mid-answer. `truncated=drop` leaves
-  such rows out instead.
-
-The classic silent failure is guarded: if the end-of-turn token is not supervised (a template whose
-`{% generation %}` block excludes it, or that does not emit it), the student never learns to stop; that is a
-`ConfigError` before anything is trained.
+Each row is tokenised and masked through the *student's* chat template
+(`distillab.data.chat.tokenize_conversation`). Truncated rows (finish_reason=length) stop before the end-of-turn
+token; training on one would teach the student to stop mid-answer. `truncated=drop` leaves such rows out instead.
 
 Then (`fit_to_length`): without packing, or with `bfd` packing, sequences longer than `max_length` are cut
 (rows whose prompt alone fills `max_length` are dropped); `wrapped` and `bfd_split` packing split sequences
@@ -31,24 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
-from trl.chat_template_utils import has_generation_markers
-from trl.data_utils import common_prefix_length, pack_dataset
+from trl.data_utils import pack_dataset
 
+from distillab.data.chat import (
+    IGNORE_INDEX,
+    check_end_of_turn_supervised,
+    end_of_turn_token_id,
+    tokenize_conversation,
+)
 from distillab.errors import ConfigError, DataError
 
-IGNORE_INDEX = -100
 TOKEN_COLUMNS = ("input_ids", "labels")
 PACKING_STRATEGIES = ("bfd", "bfd_split", "wrapped")
-
-# Problems `tokenize_conversation` can find in a row.
-NO_ASSISTANT_TURN = "the last message is not the assistant's"
-NO_END_OF_TURN = "no end-of-turn token after the completion"
-END_OF_TURN_NOT_SUPERVISED = "end-of-turn token outside the loss mask"
-
-PROBE_CONVERSATION = [
-    {"role": "user", "content": "What is 2 + 2?"},
-    {"role": "assistant", "content": "2 + 2 = 4."},
-]
 
 
 @dataclass(frozen=True)
@@ -145,65 +127,6 @@ def build_training_data(
         rows = attach(rows)
         token_columns = (*TOKEN_COLUMNS, *(c for c in rows.column_names if c not in columns))
     return TrainingData(fit_to_length(rows, options, report, token_columns), report)
-
-
-def end_of_turn_token_id(tokenizer, token: str | None = None) -> int:
-    """Id of the token that ends an assistant turn: `token`, else the tokenizer's eos token."""
-    token = token or tokenizer.eos_token
-    if token is None:
-        raise ConfigError(
-            "the student tokenizer has no eos token: set --eos_token to the token ending an assistant turn"
-        )
-    if token not in tokenizer.get_vocab():
-        raise ConfigError(
-            f"end-of-turn token {token!r} (--eos_token) is not in the student tokenizer's vocabulary"
-        )
-    return tokenizer.convert_tokens_to_ids(token)
-
-
-def check_end_of_turn_supervised(tokenizer, end_of_turn_id: int) -> None:
-    """Refuse a chat template that would never teach the student to stop (tested on a probe conversation)."""
-    problem = tokenize_conversation(PROBE_CONVERSATION, tokenizer, end_of_turn_id)["problem"]
-    token = tokenizer.convert_ids_to_tokens(end_of_turn_id)
-    if problem == NO_END_OF_TURN:
-        raise ConfigError(
-            f"the student's chat template does not end an assistant turn with the end-of-turn token {token!r}; "
-            "set --eos_token to the token that does (e.g. <|im_end|>, <|eot_id|>, <end_of_turn>)"
-        )
-    if problem == END_OF_TURN_NOT_SUPERVISED:
-        raise ConfigError(
-            f"the student's chat template leaves the end-of-turn token {token!r} out of its "
-            "{% generation %} block, so it is not in the loss mask and the student would never learn to stop; "
-            "move it inside {% generation %}...{% endgeneration %} (--chat_template_path)"
-        )
-
-
-def tokenize_conversation(
-    messages: list[dict[str, str]], tokenizer, end_of_turn_id: int, finished: bool = True
-) -> dict:
-    """One conversation -> input_ids, labels and `problem` ("" when fine); see the module docstring."""
-    if not messages or messages[-1]["role"] != "assistant":
-        return {"input_ids": [], "labels": [], "problem": NO_ASSISTANT_TURN}
-    markers = has_generation_markers(tokenizer.chat_template)
-    prompt_ids = tokenizer.apply_chat_template(
-        messages[:-1], tokenize=True, add_generation_prompt=True, return_dict=True
-    )["input_ids"]
-    rendered = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=markers
-    )
-    input_ids = list(rendered["input_ids"])
-    start = common_prefix_length(prompt_ids, input_ids)
-    supervised = rendered["assistant_masks"] if markers else [1] * len(input_ids)
-    labels = [
-        token if position >= start and supervised[position] else IGNORE_INDEX
-        for position, token in enumerate(input_ids)
-    ]
-    end = _find(input_ids, end_of_turn_id, start)
-    if end is None:
-        return {"input_ids": input_ids, "labels": labels, "problem": NO_END_OF_TURN}
-    stop = end + 1 if finished else end
-    problem = END_OF_TURN_NOT_SUPERVISED if finished and labels[end] == IGNORE_INDEX else ""
-    return {"input_ids": input_ids[:stop], "labels": labels[:stop], "problem": problem}
 
 
 def tokenize_hard_labels(hard_labels, tokenizer, end_of_turn_id: int, num_proc: int | None = None):
@@ -314,7 +237,3 @@ def _cut_at_max_length(rows, max_length: int, token_columns, report: DataReport)
     report.supervised_tokens_cut = sum(cut[i] for i in keep)
     rows = rows.select(keep) if len(keep) < len(lengths) else rows
     return rows.map(lambda row: {c: row[c][:max_length] for c in token_columns}, desc="Cutting at max_length")
-
-
-def _find(ids: list[int], token: int, start: int) -> int | None:
-    return next((i for i in range(start, len(ids)) if ids[i] == token), None)

@@ -64,9 +64,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from distillab.data.chat import IGNORE_INDEX
 from distillab.errors import DataError
 
-IGNORE_INDEX = -100
 PAD_ID = -1
 LOG_ZERO = -1e4  # log-probability of an impossible outcome: exp() is exactly 0 and differences stay finite
 # Default chunk, in elements of a float32 [tokens, vocab] temporary: 4 MiB on CPU, where memory is tight and

@@ -16,11 +16,11 @@ from typing import Any
 
 from distillab.configs import save_resolved_config
 from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
+from distillab.data.run_record import StudentRun, finish_run, is_complete, mark_run_started
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
 from distillab.sft.data import DataOptions, TrainingData, build_training_data
-from distillab.sft.run_folder import StudentRun, finish_run, is_complete, mark_run_started
 from distillab.sft.trainer import DistillabSFTTrainer
 
 INIT_DIR = "student_init"

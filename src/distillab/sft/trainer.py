@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from trl import SFTTrainer
 
-from distillab.sft.data import IGNORE_INDEX
+from distillab.data.chat import IGNORE_INDEX
 
 
 class TrainedTokenCounter(TrainerCallback, ExportableState):

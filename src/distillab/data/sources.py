@@ -1,0 +1,61 @@
+"""Where prompts and evaluation sets come from: tables (a local file or a Hub dataset) and reasoning-gym tasks.
+
+Shared by `generate` (prompts) and `evaluate` (reference data). Every failure is a one-line `DataError` naming
+the source; `what` says what the caller is loading ("prompt", "reference data").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distillab.errors import DataError, first_line
+
+REASONING_GYM_PREFIX = "reasoning-gym:"
+TABLE_FILE_TYPES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+
+
+def is_local_file(source: str) -> bool:
+    """True when `source` names a local file (a table file suffix, or an existing path), not a Hub dataset."""
+    path = Path(source)
+    return path.suffix in TABLE_FILE_TYPES or path.exists()
+
+
+def load_table(source: str, *, what: str, config_name: str | None = None, split: str = "train"):
+    """A `datasets.Dataset` from a local table file (by its suffix) or the `split` of a Hub dataset."""
+    import datasets
+
+    if is_local_file(source):
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{what} file not found: {source}")
+        if not path.read_bytes().strip():
+            raise DataError(f"the {what} file {source} is empty")
+        builder = TABLE_FILE_TYPES.get(path.suffix)
+        if builder is None:
+            raise DataError(
+                f"unsupported {what} file type {path.suffix!r} ({source}); use {', '.join(TABLE_FILE_TYPES)}"
+            )
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as err:  # malformed files surface as many different exception types
+            raise DataError(f"cannot read {what} file {source}: {first_line(err)}") from None
+    try:
+        return datasets.load_dataset(source, config_name, split=split)
+    except Exception as err:  # DatasetNotFoundError, ConnectionError, ValueError(split) ...
+        raise DataError(
+            f"cannot load dataset {source!r} (config={config_name}, split={split}): {first_line(err)}"
+        ) from None
+
+
+def reasoning_gym_records(
+    task: str, size: int, seed: int, what: str = "reasoning-gym task"
+) -> list[dict[str, Any]]:
+    """`size` items of a reasoning-gym `task` as {question, answer} (deterministic for a seed)."""
+    import reasoning_gym
+
+    try:
+        items = reasoning_gym.create_dataset(task, size=size, seed=seed)
+    except (KeyError, ValueError) as err:
+        raise DataError(f"unknown {what} {task!r}: {err}") from None
+    return [{"question": item["question"], "answer": str(item["answer"])} for item in items]

@@ -1,0 +1,73 @@
+"""Prompt / eval-set sources: every local table file type, reasoning-gym tasks, and one-line errors naming the
+source."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from distillab.data.sources import load_table, reasoning_gym_records
+from distillab.errors import DataError
+
+ROWS = [{"question": "What is 2+2?", "answer": "four"}, {"question": "Name a prime.", "answer": "seven"}]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_every_table_file_type_loads_its_rows(tmp_path, suffix):
+    frame = pd.DataFrame(ROWS)
+    path = tmp_path / f"table{suffix}"
+    {
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        ".json": lambda: path.write_text(json.dumps(ROWS)),
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".parquet": lambda: frame.to_parquet(path),
+    }[suffix]()
+    assert load_table(str(path), what="prompt").to_list() == ROWS
+
+
+def test_a_text_file_is_one_row_per_line(tmp_path):
+    path = tmp_path / "reference.txt"
+    path.write_text("first line\nsecond line\n")
+    assert load_table(str(path), what="reference data")["text"] == ["first line", "second line"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.jsonl", None, "prompt file not found: {path}"),
+        ("empty.jsonl", "\n", "the prompt file {path} is empty"),
+        ("prompts.xlsx", "a", "unsupported prompt file type '.xlsx' ({path}); use .jsonl, .json, .parquet"),
+        ("broken.parquet", "not parquet", "cannot read prompt file {path}: "),
+    ],
+)
+def test_table_file_errors_name_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError) as err:
+        load_table(str(path), what="prompt")
+    assert str(err.value).startswith(message.format(path=path))
+
+
+def test_an_unknown_hub_dataset_is_a_data_error():
+    with pytest.raises(
+        DataError, match=r"^cannot load dataset 'no-such-org/no-such-data' \(config=None, split=test\)"
+    ):
+        load_table("no-such-org/no-such-data", what="prompt", split="test")
+
+
+def test_reasoning_gym_records_are_seeded_questions_with_string_answers():
+    first = reasoning_gym_records("basic_arithmetic", 5, seed=3)
+    assert first == reasoning_gym_records("basic_arithmetic", 5, seed=3)
+    assert first != reasoning_gym_records("basic_arithmetic", 5, seed=4)
+    assert len(first) == 5 and all(r["question"].startswith("Calculate") for r in first)
+    assert all(isinstance(r["answer"], str) and r["answer"] for r in first)
+
+
+def test_an_unknown_reasoning_gym_task_is_named_as_the_caller_asks():
+    with pytest.raises(DataError, match=r"^unknown reasoning-gym task 'no_such_task': "):
+        reasoning_gym_records("no_such_task", 5, seed=0)
+    with pytest.raises(DataError, match=r"^unknown --generator 'no_such_task': "):
+        reasoning_gym_records("no_such_task", 5, seed=0, what="--generator")
