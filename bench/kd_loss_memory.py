@@ -32,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from distillab.sft.losses import IGNORE_INDEX, KDLossConfig, kd_loss
+from distillab.kd.losses import IGNORE_INDEX, KDLossConfig, kd_loss
 
 VARIANTS = ("naive_dense", "chunked_dense", "sparse_topk", "cross_entropy")
 MIB = 2**20

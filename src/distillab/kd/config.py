@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from distillab.errors import ConfigError
+from distillab.kd.losses import KDLossConfig
 from distillab.sft.config import DistillabSFTConfig
-from distillab.sft.losses import KDLossConfig
 
 TEACHER_MODES = ("offline", "online")
 

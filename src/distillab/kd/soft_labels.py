@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from distillab.data.softlabels import SOFT_COLUMNS
 from distillab.errors import DataError
+from distillab.kd.losses import PAD_ID, validate_soft_labels
 from distillab.sft.data import IGNORE_INDEX
-from distillab.sft.losses import PAD_ID, validate_soft_labels
 
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
 TEACHER_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)

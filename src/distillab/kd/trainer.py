@@ -1,4 +1,4 @@
-"""The SFT trainer with the KD loss (`distillab.sft.losses.kd_loss`) in place of next-token cross-entropy.
+"""The SFT trainer with the KD loss (`distillab.kd.losses.kd_loss`) in place of next-token cross-entropy.
 
 Everything else is the SFT trainer's: logging, checkpointing, resume, D counting. Targets come from the batch
 (offline: the stored top-k, `SoftLabelCollator`) or from a frozen teacher run on the same batch (online: dense
@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from distillab.errors import DataError
+from distillab.kd.losses import PAD_ID, KDLossConfig, KDLossOutput, kd_loss, shift_labels
 from distillab.kd.soft_labels import TEACHER_COLUMNS, TOPK_IDS, TOPK_LOGPROBS, SoftLabelCollator
 from distillab.sft.data import IGNORE_INDEX
-from distillab.sft.losses import PAD_ID, KDLossConfig, KDLossOutput, kd_loss, shift_labels
 from distillab.sft.trainer import DistillabSFTTrainer
 
 LOGGED_TERMS = ("kd", "ntp", "z")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distillab.errors import DataError
-from distillab.sft.losses import (
+from distillab.kd.losses import (
     IGNORE_INDEX,
     PAD_ID,
     KDLossConfig,
