@@ -64,15 +64,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from distillab.errors import DataError
-
 IGNORE_INDEX = -100
-PAD_ID = -1
 LOG_ZERO = -1e4  # log-probability of an impossible outcome: exp() is exactly 0 and differences stay finite
 # Default chunk, in elements of a float32 [tokens, vocab] temporary: 4 MiB on CPU, where memory is tight and
 # per-chunk overhead is small; 64 MiB on GPUs, where small chunks would be bound by kernel launches.
 CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
-MASS_TOLERANCE = 1e-2  # stored top-k probabilities may exceed 1 by float16 rounding, not more
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 TAIL_MODES = ("renormalize", "tail_bucket")
 REDUCTIONS = ("mean", "sum")
@@ -205,66 +201,6 @@ def log_tail_mass(log_probs: Tensor) -> Tensor:
     safe = covered.clamp(max=-noise)
     log_tail = torch.where(safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe)))
     return torch.where(covered < -noise, log_tail, LOG_ZERO)
-
-
-def validate_soft_labels(
-    topk_ids: Any,
-    topk_logprobs: Any,
-    *,
-    vocab_size: int,
-    n_positions: int,
-    k: int | None = None,
-    row: int | str = "?",
-) -> None:
-    """Check one row's stored top-k against the contract; raise a one-line `DataError` naming row and field.
-
-    `n_positions` is how many positions must be covered (the positions that predict a next token, usually
-    ``len(input_ids) - 1``); `k` is how many slots the trainer will use (default: all stored). Only those
-    positions and slots are checked. Padding slots (id -1) may hold any log-prob.
-    """
-    where = f"soft labels row {row}:"
-    try:
-        ids, logprobs = torch.as_tensor(topk_ids), torch.as_tensor(topk_logprobs)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise DataError(f"{where} topk_ids/topk_logprobs are not rectangular arrays ({err})") from None
-    if ids.dim() != 2 or ids.shape != logprobs.shape:
-        raise DataError(
-            f"{where} topk_ids {tuple(ids.shape)} and topk_logprobs {tuple(logprobs.shape)} must both be [positions, k]"
-        )
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise DataError(f"{where} topk_ids must hold integer token ids, got {ids.dtype}")
-    stored_positions, stored_k = ids.shape
-    if k is not None and k > stored_k:
-        raise DataError(
-            f"{where} topk_ids stores {stored_k} slots per position, fewer than the k={k} requested"
-        )
-    if stored_positions < n_positions:
-        raise DataError(
-            f"{where} topk_ids covers {stored_positions} positions, fewer than the {n_positions} to train on"
-        )
-    ids, logprobs = ids[:n_positions, :k], logprobs[:n_positions, :k].double()
-    padding = ids == PAD_ID
-    bad = ((ids < 0) & ~padding) | (ids >= vocab_size)
-    if bad.any():
-        position, slot = bad.nonzero()[0].tolist()
-        raise DataError(
-            f"{where} topk_ids has id {ids[position, slot].item()} at position {position}, slot {slot}, "
-            f"outside the vocabulary [0, {vocab_size}) (padding is {PAD_ID})"
-        )
-    bad = ~padding & (torch.isnan(logprobs) | (logprobs == math.inf))
-    if bad.any():
-        position, slot = bad.nonzero()[0].tolist()
-        raise DataError(
-            f"{where} topk_logprobs is {logprobs[position, slot].item()} at position {position}, slot {slot}; "
-            "log-probs must be finite, or -inf for padding"
-        )
-    mass = logprobs.masked_fill(padding, -math.inf).exp().sum(-1)
-    if (mass > 1 + MASS_TOLERANCE).any():
-        position = int((mass > 1 + MASS_TOLERANCE).nonzero()[0])
-        raise DataError(
-            f"{where} topk_logprobs at position {position} sum to probability {mass[position].item():.3g} > 1; "
-            "store log-probabilities at temperature 1, not logits"
-        )
 
 
 def _check_inputs(

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distillab.data.softlabels import SOFT_COLUMNS
+from distillab.data.softlabels import PAD_ID, SOFT_COLUMNS, validate_soft_labels
 from distillab.errors import DataError
-from distillab.kd.losses import PAD_ID, validate_soft_labels
 from distillab.sft.data import IGNORE_INDEX
 
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from distillab.data.softlabels import PAD_ID
 from distillab.errors import DataError
-from distillab.kd.losses import PAD_ID, KDLossConfig, KDLossOutput, kd_loss, shift_labels
+from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss, shift_labels
 from distillab.kd.soft_labels import TEACHER_COLUMNS, TOPK_IDS, TOPK_LOGPROBS, SoftLabelCollator
 from distillab.sft.data import IGNORE_INDEX
 from distillab.sft.trainer import DistillabSFTTrainer
