@@ -32,7 +32,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from distillab.kd.losses import IGNORE_INDEX, KDLossConfig, kd_loss
+from distillab.kd.losses import KDLossConfig, kd_loss
+from distillab.sft.data import IGNORE_INDEX
 
 VARIANTS = ("naive_dense", "chunked_dense", "sparse_topk", "cross_entropy")
 MIB = 2**20

@@ -25,7 +25,7 @@ forward_kl or reverse_kl instead). beta = 0.5 is the symmetric Jensen-Shannon di
 
 Alignment: every per-token input is aligned with the student's logits at position t. ``labels[b, t]`` is the
 token at t + 1 (see :func:`shift_labels`), and the teacher's distribution at t is over the token at t + 1
-(DESIGN.md section 3): the usual causal-LM shift, applied once by the data pipeline.
+(docs/architecture.md): the usual causal-LM shift, applied once by the data pipeline.
 
 Sparse targets are the stored teacher top-k: ``topk_ids`` and raw ``topk_logprobs`` at temperature 1. A slot
 with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i is treated as:
@@ -46,10 +46,13 @@ Tails are log(1 - exp(logsumexp(log-probs))), computed stably; a tail within the
 (n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability
 LOG_ZERO, so no infinity reaches the arithmetic or the gradients.
 
-Memory: one autograd.Function walks the supervised tokens in chunks and computes the gradient with respect
-to the student logits chunk by chunk during the forward pass (as Liger-Kernel does); backward only scales it.
-Apart from that gradient nothing of size [tokens, vocab] is allocated. The sparse path touches the vocabulary
-through one log-softmax per chunk (two when tau != 1 with ``renormalize``); everything else is [tokens, k].
+Two implementations (as torchtune pairs `ForwardKLLoss` with its chunked variant): `kd_loss`, the fast one,
+and `reference_kd_loss`, the same loss written out plainly in probability space, the one `kd_loss` is tested
+against. `kd_loss` saves memory: one autograd.Function walks the supervised tokens in chunks and computes the
+gradient with respect to the student logits in closed form, chunk by chunk, during the forward pass (as
+Liger-Kernel does); backward only scales it. Apart from that gradient nothing of size [tokens, vocab] is
+allocated. The sparse path touches the vocabulary through one log-softmax per chunk (two when tau != 1 with
+``renormalize``); everything else is [tokens, k].
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-IGNORE_INDEX = -100
+from distillab.sft.data import IGNORE_INDEX
+
 LOG_ZERO = -1e4  # log-probability of an impossible outcome: exp() is exactly 0 and differences stay finite
 # Default chunk, in elements of a float32 [tokens, vocab] temporary: 4 MiB on CPU, where memory is tight and
 # per-chunk overhead is small; 64 MiB on GPUs, where small chunks would be bound by kernel launches.
@@ -201,6 +205,67 @@ def log_tail_mass(log_probs: Tensor) -> Tensor:
     safe = covered.clamp(max=-noise)
     log_tail = torch.where(safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe)))
     return torch.where(covered < -noise, log_tail, LOG_ZERO)
+
+
+def reference_kd_loss(
+    student_logits: Tensor,
+    labels: Tensor,
+    *,
+    teacher_logits: Tensor | None = None,
+    teacher_topk_ids: Tensor | None = None,
+    teacher_topk_logprobs: Tensor | None = None,
+    config: KDLossConfig | None = None,
+) -> KDLossOutput:
+    """`kd_loss` with reduction "mean", the plain way: every distribution written out in probability space,
+    gradients by autograd, [tokens, vocab] temporaries. Readable, not fast; run it in float64."""
+    config = config or KDLossConfig()
+    supervised = labels != IGNORE_INDEX
+    x = student_logits[supervised]
+    ntp = F.cross_entropy(x, labels[supervised], reduction="none")
+    z = torch.logsumexp(x, dim=-1).square()
+    kd = torch.zeros_like(z)
+    if teacher_logits is not None:
+        tau = config.temperature
+        kd = reference_divergence(
+            torch.softmax(teacher_logits[supervised] / tau, dim=-1), torch.softmax(x / tau, dim=-1), config
+        )
+    elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
+        q, p = _reference_sparse(x, teacher_topk_ids[supervised], teacher_topk_logprobs[supervised], config)
+        kd = reference_divergence(q, p, config)
+    kd, ntp, z = (term.sum() / max(len(term), 1) for term in (kd, ntp, z))
+    loss = (1 - config.lam) * ntp + config.lam * config.temperature**2 * kd + config.z_loss * z
+    return KDLossOutput(loss, kd.detach(), ntp.detach(), z.detach(), n_tokens=supervised.sum())
+
+
+def reference_divergence(q: Tensor, p: Tensor, config: KDLossConfig) -> Tensor:
+    """D(q, p) of `config.divergence` over the last dim, from probabilities, with 0 log 0 = 0."""
+
+    def kl(a: Tensor, b: Tensor) -> Tensor:
+        return (torch.xlogy(a, a) - torch.xlogy(a, b)).sum(-1)
+
+    if config.divergence == "forward_kl":
+        return kl(q, p)
+    if config.divergence == "reverse_kl":
+        return kl(p, q)
+    m = config.jsd_beta * q + (1 - config.jsd_beta) * p
+    return config.jsd_beta * kl(q, m) + (1 - config.jsd_beta) * kl(p, m)
+
+
+def _reference_sparse(
+    x: Tensor, ids: Tensor, logprobs: Tensor, config: KDLossConfig
+) -> tuple[Tensor, Tensor]:
+    """Teacher and student distributions at tau for top-k targets, per tail treatment (module docstring)."""
+    tau, valid = config.temperature, (ids >= 0) & (logprobs != -math.inf)
+    ids = ids.clamp_min(0).long()
+    if config.tail == "renormalize":  # the top-k renormalised at tau, zero elsewhere; the full student at tau
+        q_topk = torch.softmax((logprobs / tau).masked_fill(~valid, -math.inf), dim=-1)
+        return torch.zeros_like(x).scatter_add(-1, ids, q_topk), torch.softmax(x / tau, dim=-1)
+
+    def bucketed(top: Tensor) -> Tensor:  # tail_bucket: the k ids plus one bucket, tempered as k + 1 outcomes
+        powered = torch.cat([top, (1 - top.sum(-1, keepdim=True)).clamp_min(0)], dim=-1) ** (1 / tau)
+        return powered / powered.sum(-1, keepdim=True)
+
+    return bucketed(logprobs.exp() * valid), bucketed(torch.softmax(x, dim=-1).gather(-1, ids) * valid)
 
 
 def _check_inputs(
