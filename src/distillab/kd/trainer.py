@@ -9,6 +9,8 @@ alike. The KD, NTP and z-loss terms are logged as `kd`, `ntp` and `z` (per-token
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from distillab.data.softlabels import PAD_ID
@@ -24,6 +26,9 @@ LOGGED_TERMS = ("kd", "ntp", "z")
 class DistillabKDTrainer(DistillabSFTTrainer):
     """KD on the SFT trainer: `teacher_model` None reads stored top-k targets from the batch, else distils it."""
 
+    method = "kd"
+    logged_keys = (*DistillabSFTTrainer.logged_keys, *LOGGED_TERMS)
+
     def __init__(self, *args, loss_config: KDLossConfig, teacher_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_config = loss_config
@@ -32,6 +37,13 @@ class DistillabKDTrainer(DistillabSFTTrainer):
             self.data_collator = SoftLabelCollator(self.data_collator)
         else:
             self.teacher_model = self._prepare_teacher(teacher_model)
+
+    def run_fields(self) -> dict[str, Any]:
+        """The SFT fields, plus (online) the teacher's scoring: it ran on every token the student processed."""
+        fields = super().run_fields()
+        if self.teacher_model is not None:
+            fields["teacher_scored_tokens"] = self.token_counter.processed
+        return fields
 
     def _prepare_teacher(self, teacher):
         """Frozen, in eval mode; sharded like the student under ZeRO-3 (as TRL prepares teachers)."""
