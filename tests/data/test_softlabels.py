@@ -23,7 +23,7 @@ def _soft_row():
 
 def test_validate_soft_labels_accepts_a_valid_row_with_padding():
     ids, logprobs = _soft_row()
-    validate_soft_labels(ids, logprobs, vocab_size=10, n_positions=3, k=3, row=0)
+    validate_soft_labels(ids, logprobs, vocab_size=10, n_positions=3, soft_labels_k=3, row=0)
 
 
 @pytest.mark.parametrize(
@@ -51,8 +51,8 @@ def test_validate_soft_labels_accepts_a_valid_row_with_padding():
         ),
         (
             lambda ids, lps: None,
-            {"k": 5},
-            "soft labels row 7: topk_ids stores 3 slots per position, fewer than the k=5 requested",
+            {"soft_labels_k": 5},
+            "soft labels row 7: topk_ids stores 3 slots per position, fewer than the soft_labels_k=5 requested",
         ),
         (
             lambda ids, lps: lps[2].__setitem__(0, 1.0),

@@ -45,14 +45,14 @@ def validate_soft_labels(
     *,
     vocab_size: int,
     n_positions: int,
-    k: int | None = None,
+    soft_labels_k: int | None = None,
     row: int | str = "?",
 ) -> None:
     """Check one row's stored top-k against the contract; raise a one-line `DataError` naming row and field.
 
     `n_positions` is how many positions must be covered (the positions that predict a next token, usually
-    ``len(input_ids) - 1``); `k` is how many slots the trainer will use (default: all stored). Only those
-    positions and slots are checked. Padding slots (id PAD_ID) may hold any log-prob.
+    ``len(input_ids) - 1``); `soft_labels_k` is how many slots the trainer will use (default: all stored).
+    Only those positions and slots are checked. Padding slots (id PAD_ID) may hold any log-prob.
     """
     where = f"soft labels row {row}:"
     try:
@@ -66,15 +66,19 @@ def validate_soft_labels(
     if ids.dtype.kind not in "iu":
         raise DataError(f"{where} topk_ids must hold integer token ids, got {ids.dtype}")
     stored_positions, stored_k = ids.shape
-    if k is not None and k > stored_k:
+    if soft_labels_k is not None and soft_labels_k > stored_k:
         raise DataError(
-            f"{where} topk_ids stores {stored_k} slots per position, fewer than the k={k} requested"
+            f"{where} topk_ids stores {stored_k} slots per position, fewer than the soft_labels_k="
+            f"{soft_labels_k} requested"
         )
     if stored_positions < n_positions:
         raise DataError(
             f"{where} topk_ids covers {stored_positions} positions, fewer than the {n_positions} to train on"
         )
-    ids, logprobs = ids[:n_positions, :k], logprobs[:n_positions, :k].astype(np.float64)
+    ids, logprobs = (
+        ids[:n_positions, :soft_labels_k],
+        logprobs[:n_positions, :soft_labels_k].astype(np.float64),
+    )
     padding = ids == PAD_ID
     bad = ((ids < 0) & ~padding) | (ids >= vocab_size)
     if bad.any():

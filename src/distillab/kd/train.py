@@ -42,18 +42,18 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
         record_fields = {"details": {"kd": {**config.kd_settings(), "teacher": teacher}}}
     else:
         soft = _check_soft_labels(config, inputs, vocab_size)
-        top_k = config.top_k or soft["k"]
+        soft_labels_k = config.soft_labels_k or soft["k"]
         attacher = SoftLabelAttacher(
             inputs.hard_labels,
             vocab_size=vocab_size,
-            top_k=top_k,
+            soft_labels_k=soft_labels_k,
             logprob_dtype=soft.get("logprob_dtype", "float32"),
         )
         data = prepare_training_data(config, inputs, attach=attacher)
         teacher_model = None
         settings = {
             **config.kd_settings(),
-            "top_k": top_k,
+            "soft_labels_k": soft_labels_k,
             "teacher": _dataset_teacher(inputs.metadata),
             "soft_labels": {key: soft.get(key) for key in ("k", "engine", "logprob_dtype", "scored_tokens")},
         }
@@ -71,7 +71,7 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
 
 
 def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int) -> dict[str, Any]:
-    """The dataset's soft-label metadata, once the student matches their teacher and --top_k fits them."""
+    """The dataset's soft-label metadata, once the student matches their teacher and --soft_labels_k fits them."""
     soft = soft_label_metadata(config.dataset_name, inputs.metadata, inputs.hard_labels.column_names)
     check_same_vocabulary(
         inputs.tokenizer,
@@ -80,9 +80,9 @@ def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_s
         soft["vocab_size"],
         "the soft labels' teacher",
     )
-    if config.top_k is not None and config.top_k > soft["k"]:
+    if config.soft_labels_k is not None and config.soft_labels_k > soft["k"]:
         raise ConfigError(
-            f"--top_k {config.top_k} is more than the {soft['k']} soft labels stored per position"
+            f"--soft_labels_k {config.soft_labels_k} is more than the {soft['k']} soft labels stored per position"
         )
     return soft
 
