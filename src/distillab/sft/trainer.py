@@ -1,6 +1,6 @@
 """TRL's SFTTrainer on distillab's pre-tokenised sequences, counting the tokens it actually trains on.
 
-D (the supervised tokens trained on, DESIGN.md section 3) is counted from the batches themselves: the label
+D (the supervised tokens trained on, docs/architecture.md) is counted from the batches themselves: the label
 positions that enter the loss (`labels[..., 1:] != -100`, the causal shift), summed over processes and
 micro-batches, so partial epochs, `max_steps` and packing boundaries are all accounted for. The count travels
 in every checkpoint (`ExportableState`), so a resumed run reports the same D as an uninterrupted one.
