@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from bench.harness import bench_parser, hand_back, measure, print_table
 from distillab.data.chat import IGNORE_INDEX
-from distillab.sft.losses import KDLossConfig, kd_loss
+from distillab.kd.losses import KDLossConfig, kd_loss
 
 VARIANTS = ("naive_dense", "chunked_dense", "sparse_topk", "cross_entropy")
 MIB = 2**20

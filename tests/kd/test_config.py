@@ -36,8 +36,11 @@ def test_config_defaults_follow_the_papers_practice():
             "--divergence reverse_kl with offline top-k soft labels needs --tail",
         ),
         (["--teacher", "t"], "--teacher/--teacher_revision apply to --teacher_mode online"),
-        (["--teacher_mode", "online", "--top_k", "8"], "--top_k applies to --teacher_mode offline"),
-        (["--top_k", "0"], "--top_k must be >= 1"),
+        (
+            ["--teacher_mode", "online", "--soft_labels_k", "8"],
+            "--soft_labels_k applies to --teacher_mode offline",
+        ),
+        (["--soft_labels_k", "0"], "--soft_labels_k must be >= 1"),
     ],
 )
 def test_bad_kd_settings_are_config_errors(argv, message):

@@ -31,27 +31,29 @@ def tokenizer(tiny_teacher):
     return AutoTokenizer.from_pretrained(tiny_teacher)
 
 
-def kd_sequences(rows, tokenizer, options: DataOptions | None = None, top_k: int = 16):
+def kd_sequences(rows, tokenizer, options: DataOptions | None = None, soft_labels_k: int = 16):
     options = options or DataOptions()
     hard_labels = datasets.Dataset.from_list(rows)
-    attacher = SoftLabelAttacher(hard_labels, vocab_size=VOCAB, top_k=top_k)
+    attacher = SoftLabelAttacher(hard_labels, vocab_size=VOCAB, soft_labels_k=soft_labels_k)
     return build_training_data(hard_labels, tokenizer, options, attach=attacher).dataset
 
 
-@pytest.mark.parametrize("top_k", [16, 4])
-def test_position_t_holds_the_stored_top_k_over_token_t_plus_1(soft_label_rows, tokenizer, top_k):
+@pytest.mark.parametrize("soft_labels_k", [16, 4])
+def test_position_t_holds_the_stored_top_k_over_token_t_plus_1(soft_label_rows, tokenizer, soft_labels_k):
     rows, _ = soft_label_rows
-    sequences = kd_sequences(rows, tokenizer, top_k=top_k)
+    sequences = kd_sequences(rows, tokenizer, soft_labels_k=soft_labels_k)
     assert len(sequences) == len(rows)  # no row dropped: the order is the rows' order
     for row, sequence in zip(rows, sequences, strict=True):
         ids, length, start = sequence["input_ids"], len(sequence["input_ids"]), row["completion_start"]
         assert ids == row["input_ids"][:length]
-        stored = np.asarray(row["topk_ids"])[: length - start + 1, :top_k]
+        stored = np.asarray(row["topk_ids"])[: length - start + 1, :soft_labels_k]
         topk_ids = np.asarray(sequence[TOPK_IDS])
-        assert topk_ids.shape == (length, top_k)
+        assert topk_ids.shape == (length, soft_labels_k)
         np.testing.assert_array_equal(topk_ids[start - 1 :], stored)
         assert (topk_ids[: start - 1] == -1).all()
-        stored_logprobs = np.asarray(row["topk_logprobs"], dtype=np.float16)[: length - start + 1, :top_k]
+        stored_logprobs = np.asarray(row["topk_logprobs"], dtype=np.float16)[
+            : length - start + 1, :soft_labels_k
+        ]
         np.testing.assert_array_equal(np.asarray(sequence[TOPK_LOGPROBS])[start - 1 :], stored_logprobs)
         # every supervised token t + 1 has a stored distribution at t
         supervised = np.asarray(sequence["labels"][1:]) != IGNORE_INDEX
@@ -145,8 +147,10 @@ def test_a_bad_row_is_a_data_error_naming_it(soft_label_rows, tokenizer, case):
 
 def test_more_slots_than_stored_is_a_data_error(soft_label_rows, tokenizer):
     rows, _ = soft_label_rows
-    with pytest.raises(DataError, match="stores 16 slots per position, fewer than the k=17 requested"):
-        kd_sequences(rows[:2], tokenizer, top_k=17)
+    with pytest.raises(
+        DataError, match="stores 16 slots per position, fewer than the soft_labels_k=17 requested"
+    ):
+        kd_sequences(rows[:2], tokenizer, soft_labels_k=17)
 
 
 def test_the_student_must_share_the_teachers_vocabulary(tokenizer):

@@ -71,7 +71,7 @@ def test_soft_student_matches_the_teacher_better_than_its_hard_twin(
     assert (
         settings["teacher_mode"] == "offline"
         and settings["tail"] == "tail_bucket"
-        and settings["top_k"] == 16
+        and settings["soft_labels_k"] == 16
     )
     assert (settings["divergence"], settings["temperature"], settings["lam"]) == ("forward_kl", 1.0, 1.0)
     scored = read_metadata(soft_label_dir)["soft_labels"]["scored_tokens"]
@@ -147,9 +147,9 @@ def bad_inputs(tmp_path, soft_label_rows, hard_label_dir, soft_label_dir, tiny_t
             case: (kd_argv(dataset, out), f"soft labels row {rows[7]['id']}: {BAD_ROWS[case]}")
             for case, dataset in datasets.items()
         },
-        "top_k above stored": (
-            kd_argv(soft_label_dir, out, "--top_k", "32"),
-            "--top_k 32 is more than the 16 soft labels stored per position",
+        "soft_labels_k above stored": (
+            kd_argv(soft_label_dir, out, "--soft_labels_k", "32"),
+            "--soft_labels_k 32 is more than the 16 soft labels stored per position",
         ),
         "no soft labels": (kd_argv(hard_label_dir, out), "has no complete soft labels"),
         "student with another tokenizer": (
@@ -174,7 +174,7 @@ BAD_INPUTS = [
     "nan log-prob",
     "id outside the vocabulary",
     "too few positions",
-    "top_k above stored",
+    "soft_labels_k above stored",
     "no soft labels",
     "student with another tokenizer",
     "online teacher with another tokenizer",

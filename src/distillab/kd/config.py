@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from distillab.errors import ConfigError
+from distillab.kd.losses import KDLossConfig
 from distillab.sft.config import DistillabSFTConfig
-from distillab.sft.losses import KDLossConfig
 
 TEACHER_MODES = ("offline", "online")
 
@@ -31,9 +31,12 @@ class DistillabKDConfig(DistillabSFTConfig, KDLossConfig):
         metadata={"help": "online: the teacher (Hub id or local folder); default: the dataset's teacher."},
     )
     teacher_revision: str | None = field(default=None, metadata={"help": "online: revision of --teacher."})
-    top_k: int | None = field(
+    soft_labels_k: int | None = field(
         default=None,
-        metadata={"help": "offline: use the top_k most likely of the stored soft labels (default: all k)."},
+        metadata={
+            "help": "offline: train on the soft_labels_k most likely of the stored soft-label slots (default: "
+            "all k stored by `distillab label --soft_labels_k`)."
+        },
     )
     output_dir: str | None = field(default="outputs/kd", metadata={"help": "The student run folder."})
 
@@ -46,12 +49,12 @@ class DistillabKDConfig(DistillabSFTConfig, KDLossConfig):
             raise ConfigError(
                 "--teacher/--teacher_revision apply to --teacher_mode online (offline reads the dataset)"
             )
-        if self.top_k is not None and self.teacher_mode == "online":
+        if self.soft_labels_k is not None and self.teacher_mode == "online":
             raise ConfigError(
-                "--top_k applies to --teacher_mode offline (the online teacher gives every logit)"
+                "--soft_labels_k applies to --teacher_mode offline (the online teacher gives every logit)"
             )
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"--top_k must be >= 1, got {self.top_k}")
+        if self.soft_labels_k is not None and self.soft_labels_k < 1:
+            raise ConfigError(f"--soft_labels_k must be >= 1, got {self.soft_labels_k}")
         if self.teacher_mode == "offline" and self.divergence == "reverse_kl" and self.tail == "renormalize":
             raise ConfigError(
                 "--divergence reverse_kl with offline top-k soft labels needs --tail tail_bucket: the renormalised "
@@ -72,5 +75,5 @@ class DistillabKDConfig(DistillabSFTConfig, KDLossConfig):
         return {
             "teacher_mode": self.teacher_mode,
             **dataclasses.asdict(self.loss_config()),
-            "top_k": self.top_k,
+            "soft_labels_k": self.soft_labels_k,
         }

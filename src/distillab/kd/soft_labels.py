@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from distillab.data.chat import IGNORE_INDEX
-from distillab.data.softlabels import SOFT_COLUMNS
+from distillab.data.softlabels import PAD_ID, SOFT_COLUMNS, validate_soft_labels
 from distillab.errors import DataError
-from distillab.sft.losses import PAD_ID, validate_soft_labels
 
 TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
 TEACHER_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
@@ -62,12 +61,12 @@ def check_same_vocabulary(
 
 class SoftLabelAttacher:
     """Adds TEACHER_COLUMNS to tokenised SFT rows (`id`, `input_ids`, `labels`), from the hard-label rows' soft
-    label columns, keyed by `id`; `top_k` slots per position."""
+    label columns, keyed by `id`; the first `soft_labels_k` stored slots per position."""
 
-    def __init__(self, hard_labels, *, vocab_size: int, top_k: int, logprob_dtype: str = "float16"):
+    def __init__(self, hard_labels, *, vocab_size: int, soft_labels_k: int, logprob_dtype: str = "float16"):
         self.soft = hard_labels.select_columns(["id", *SOFT_COLUMNS])
         self.vocab_size = vocab_size
-        self.top_k = top_k
+        self.soft_labels_k = soft_labels_k
         self.logprob_dtype = np.dtype(logprob_dtype)
 
     def __call__(self, rows):
@@ -97,17 +96,16 @@ class SoftLabelAttacher:
             soft["topk_logprobs"],
             vocab_size=self.vocab_size,
             n_positions=supervised[-1] - start + 1,
-            k=self.top_k,
+            soft_labels_k=self.soft_labels_k,
             row=row_id,
         )
         # stored row j: the distribution at position start - 1 + j; positions past the sequence are dropped
         covered = min(len(soft["topk_ids"]), len(input_ids) - start + 1)
-        ids = np.full((len(input_ids), self.top_k), PAD_ID, dtype=np.int32)
-        logprobs = np.full((len(input_ids), self.top_k), -np.inf, dtype=self.logprob_dtype)
-        ids[start - 1 : start - 1 + covered] = np.asarray(soft["topk_ids"][:covered])[:, : self.top_k]
-        logprobs[start - 1 : start - 1 + covered] = np.asarray(soft["topk_logprobs"][:covered])[
-            :, : self.top_k
-        ]
+        k = self.soft_labels_k
+        ids = np.full((len(input_ids), k), PAD_ID, dtype=np.int32)
+        logprobs = np.full((len(input_ids), k), -np.inf, dtype=self.logprob_dtype)
+        ids[start - 1 : start - 1 + covered] = np.asarray(soft["topk_ids"][:covered])[:, :k]
+        logprobs[start - 1 : start - 1 + covered] = np.asarray(soft["topk_logprobs"][:covered])[:, :k]
         return {TOPK_IDS: ids, TOPK_LOGPROBS: logprobs}
 
 

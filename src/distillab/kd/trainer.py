@@ -1,4 +1,4 @@
-"""The SFT trainer with the KD loss (`distillab.sft.losses.kd_loss`) in place of next-token cross-entropy.
+"""The SFT trainer with the KD loss (`distillab.kd.losses.kd_loss`) in place of next-token cross-entropy.
 
 Everything else is the SFT trainer's: logging, checkpointing, resume, D counting. Targets come from the batch
 (offline: the stored top-k, `SoftLabelCollator`) or from a frozen teacher run on the same batch (online: dense
@@ -9,12 +9,15 @@ alike. The KD, NTP and z-loss terms are logged as `kd`, `ntp` and `z` (per-token
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from distillab.data.chat import IGNORE_INDEX
+from distillab.data.softlabels import PAD_ID
 from distillab.errors import DataError
+from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss, shift_labels
 from distillab.kd.soft_labels import TEACHER_COLUMNS, TOPK_IDS, TOPK_LOGPROBS, SoftLabelCollator
-from distillab.sft.losses import PAD_ID, KDLossConfig, KDLossOutput, kd_loss, shift_labels
 from distillab.sft.trainer import DistillabSFTTrainer
 
 LOGGED_TERMS = ("kd", "ntp", "z")
@@ -22,6 +25,9 @@ LOGGED_TERMS = ("kd", "ntp", "z")
 
 class DistillabKDTrainer(DistillabSFTTrainer):
     """KD on the SFT trainer: `teacher_model` None reads stored top-k targets from the batch, else distils it."""
+
+    method = "kd"
+    logged_keys = (*DistillabSFTTrainer.logged_keys, *LOGGED_TERMS)
 
     def __init__(self, *args, loss_config: KDLossConfig, teacher_model=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -31,6 +37,13 @@ class DistillabKDTrainer(DistillabSFTTrainer):
             self.data_collator = SoftLabelCollator(self.data_collator)
         else:
             self.teacher_model = self._prepare_teacher(teacher_model)
+
+    def run_fields(self) -> dict[str, Any]:
+        """The SFT fields, plus (online) the teacher's scoring: it ran on every token the student processed."""
+        fields = super().run_fields()
+        if self.teacher_model is not None:
+            fields["teacher_scored_tokens"] = self.token_counter.processed
+        return fields
 
     def _prepare_teacher(self, teacher):
         """Frozen, in eval mode; sharded like the student under ZeRO-3 (as TRL prepares teachers)."""

@@ -4,13 +4,17 @@ Order of work: check every input (dataset, tokenizer, chat template, max_length)
 touched; build the student; record the run as started (complete: false); train, resuming from the last
 checkpoint in output_dir when there is one; save model + tokenizer; write the card and the complete record.
 Relaunching a finished run does nothing; relaunching an interrupted one resumes it.
+
+`train_student` is four steps that other training methods (`distillab.kd`) call with their own checks in
+between: `run_is_complete`, `load_student_inputs`, `prepare_training_data` (optionally attaching per-token
+columns), `run_training` (with a trainer class, its arguments and extra run-record fields).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,80 +31,106 @@ INIT_DIR = "student_init"
 ADAPTER_DIR = "adapter"
 
 
-class TrainingMethod:
-    """What a training method adds to the shared orchestration of `train_student`: hard-label SFT adds nothing;
-    soft-label KD (`distillab.kd`) checks its teacher, attaches soft labels and brings its own trainer."""
+@dataclass(frozen=True)
+class StudentInputs:
+    """What a student run starts from: the hard-label rows, their distillab.json, the student and its tokenizer."""
 
-    name = "sft"
-    trainer_class: type[DistillabSFTTrainer] = DistillabSFTTrainer
-    # Adds per-token columns to the tokenised rows (see `build_training_data`); KD attaches its soft labels.
-    attach: Callable[[Any], Any] | None = None
-
-    def check_inputs(self, config, hard_labels, metadata: dict | None, tokenizer) -> None:
-        """Refuse inputs this method cannot train on, before anything is tokenised or written."""
-
-    def trainer_kwargs(self, config) -> dict[str, Any]:
-        """Extra keyword arguments of `trainer_class`."""
-        return {}
-
-    def run_fields(self, config, trainer, metadata: dict | None) -> dict[str, Any]:
-        """`StudentRun` fields of this method (`details` entries are merged into the shared ones)."""
-        return {}
+    hard_labels: Any  # datasets.Dataset
+    metadata: dict[str, Any] | None
+    source: str  # the student's model (pretrained) or the model it is built from (fresh, pruned)
+    tokenizer: Any
 
 
-def train_student(
-    config: DistillabSFTConfig, callbacks: Sequence[Any] = (), method: TrainingMethod | None = None
-) -> Path:
-    """Run (or resume, or skip when complete) an SFT job (or `method`'s); returns the run folder."""
-    method = method or TrainingMethod()
-    output_dir = Path(config.output_dir)
-    if is_complete(output_dir) and not config.overwrite:
+def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """Run (or resume, or skip when complete) an SFT job; returns the run folder."""
+    if run_is_complete(config, DistillabSFTTrainer.method):
+        return Path(config.output_dir)
+    inputs = load_student_inputs(config)
+    data = prepare_training_data(config, inputs)
+    return run_training(config, inputs, data, DistillabSFTTrainer, callbacks=callbacks)
+
+
+def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
+    """True (and says so) when output_dir holds a complete run that --overwrite does not ask to redo."""
+    if is_complete(config.output_dir) and not config.overwrite:
         _say(
             config,
-            f"{output_dir} is already a complete run; nothing to do (--overwrite to start over)",
             method,
+            f"{config.output_dir} is already a complete run; nothing to do (--overwrite to start over)",
         )
-        return output_dir
+        return True
+    return False
 
+
+def load_student_inputs(config: DistillabSFTConfig) -> StudentInputs:
+    """The hard labels, their metadata, and the student's source and tokenizer (checks the chat template)."""
     hard_labels = load_hard_labels(config.dataset_name, split=config.dataset_split)
     metadata = dataset_metadata(config.dataset_name)
     source = students.student_source(config, metadata)
     tokenizer = students.load_student_tokenizer(
         source, config.model_revision, config.chat_template_path, config.trust_remote_code
     )
-    method.check_inputs(config, hard_labels, metadata, tokenizer)
-    with config.main_process_first(desc="tokenizing the hard labels"):
-        data = build_training_data(
-            hard_labels, tokenizer, DataOptions.from_config(config), attach=method.attach
-        )
-    _say(config, f"data: {data.report.summary()}", method)
+    return StudentInputs(hard_labels, metadata, source, tokenizer)
 
-    _prepare_output_dir(config, output_dir, method.name)
-    model_path = _student_weights(config, source, tokenizer, output_dir)
+
+def prepare_training_data(
+    config: DistillabSFTConfig, inputs: StudentInputs, attach: Callable[[Any], Any] | None = None
+) -> TrainingData:
+    """The tokenised, cut, shuffled and packed training sequences and their token counts (`data.report`).
+
+    `attach` adds per-token columns to the tokenised rows, which are then cut and packed with the tokens (KD
+    attaches its soft labels; see `build_training_data`).
+    """
+    with config.main_process_first(desc="tokenizing the hard labels"):
+        return build_training_data(
+            inputs.hard_labels, inputs.tokenizer, DataOptions.from_config(config), attach=attach
+        )
+
+
+def run_training(
+    config: DistillabSFTConfig,
+    inputs: StudentInputs,
+    data: TrainingData,
+    trainer_class: type[DistillabSFTTrainer] = DistillabSFTTrainer,
+    *,
+    trainer_kwargs: dict[str, Any] | None = None,
+    record_fields: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Path:
+    """Train a student on `data` with `trainer_class` (and its `trainer_kwargs`) and write the run folder.
+
+    Marks the run started, builds and loads the student, trains (resuming from the last checkpoint in
+    output_dir), saves model + tokenizer, then writes the card and the complete record: the shared fields, the
+    trainer's own (`trainer.run_fields()`: method, token counts, loss history) and `record_fields` (extra
+    `StudentRun` fields; their `details` join the shared ones). Returns the run folder.
+    """
+    method = trainer_class.method
+    _say(config, method, f"data: {data.report.summary()}")
+    output_dir = Path(config.output_dir)
+    _prepare_output_dir(config, output_dir, method)
+    model_path = _student_weights(config, inputs.source, inputs.tokenizer, output_dir)
     model = students.load_student(
-        model_path, config, revision=config.model_revision if model_path == source else None
+        model_path, config, revision=config.model_revision if model_path == inputs.source else None
     )
-    trainer = method.trainer_class(
+    trainer = trainer_class(
         model=model,
         args=config,
         train_dataset=data.dataset,
-        processing_class=tokenizer,
+        processing_class=inputs.tokenizer,
         peft_config=students.lora_config(config),
         callbacks=list(callbacks),
-        **method.trainer_kwargs(config),
+        **(trainer_kwargs or {}),
     )
     checkpoint = _last_checkpoint(output_dir)
     if checkpoint:
-        _say(config, f"resuming from {checkpoint}", method)
+        _say(config, method, f"resuming from {checkpoint}")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     _save_student(trainer, config, model_path, output_dir)
     if config.process_index == 0:
-        run = _student_run(config, trainer, data, source, hard_labels, metadata, checkpoint, result.metrics)
-        fields = method.run_fields(config, trainer, metadata)
-        details = {**run.details, **fields.pop("details", {})}
-        finish_run(output_dir, dataclasses.replace(run, method=method.name, details=details, **fields))
+        run = _student_run(config, inputs, data, trainer, checkpoint, result.metrics, record_fields or {})
+        finish_run(output_dir, run)
         _cleanup(config, output_dir)
-        _say(config, f"wrote the student run folder {output_dir}", method)
+        _say(config, method, f"wrote the student run folder {output_dir}")
     config.distributed_state.wait_for_everyone()
     return output_dir
 
@@ -162,32 +192,27 @@ def _save_student(
 
 
 def _student_run(
-    config, trainer, data: TrainingData, source, hard_labels, metadata, checkpoint, metrics
+    config, inputs: StudentInputs, data: TrainingData, trainer, checkpoint, metrics, record_fields
 ) -> StudentRun:
+    fields = {**trainer.run_fields(), **record_fields}
+    details = {"data": data.report.to_dict(), "truncated": config.truncated, **fields.pop("details", {})}
     state = trainer.state
     return StudentRun(
-        method="sft",
         student={
             "kind": config.student_kind,
-            "source": source,
+            "source": inputs.source,
             "revision": config.model_revision,
             "peft": _lora_summary(config),
             "merged": config.save_merged,
         },
         model_config=trainer.model.config,
-        train_tokens=trainer.token_counter.supervised,
-        tokens_processed=trainer.token_counter.processed,
         mean_sequence_length=data.report.tokens / data.report.sequences,
-        loss_history=[
-            {"step": log["step"], "epoch": log["epoch"], "loss": log["loss"]}
-            for log in state.log_history
-            if "loss" in log
-        ],
         config=config,
         dataset=config.dataset_name,
-        dataset_metadata=metadata,
+        dataset_metadata=inputs.metadata,
         tokenizer_fingerprint=tokenizer_fingerprint(trainer.processing_class),
-        teacher_generated_tokens=sum(hard_labels["prompt_tokens"]) + sum(hard_labels["completion_tokens"]),
+        teacher_generated_tokens=sum(inputs.hard_labels["prompt_tokens"])
+        + sum(inputs.hard_labels["completion_tokens"]),
         training={
             "global_step": state.global_step,
             "epochs": state.epoch,
@@ -198,7 +223,8 @@ def _student_run(
             * config.gradient_accumulation_steps
             * config.world_size,
         },
-        details={"data": data.report.to_dict(), "truncated": config.truncated},
+        details=details,
+        **fields,
     )
 
 
@@ -223,6 +249,6 @@ def _step_of(checkpoint: str | None) -> int | None:
     return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
 
 
-def _say(config: DistillabSFTConfig, message: str, method: TrainingMethod) -> None:
+def _say(config: DistillabSFTConfig, method: str, message: str) -> None:
     if config.process_index == 0:
-        print(f"{method.name}: {message}", flush=True)
+        print(f"{method}: {message}", flush=True)

@@ -25,7 +25,7 @@ forward_kl or reverse_kl instead). beta = 0.5 is the symmetric Jensen-Shannon di
 
 Alignment: every per-token input is aligned with the student's logits at position t. ``labels[b, t]`` is the
 token at t + 1 (see :func:`shift_labels`), and the teacher's distribution at t is over the token at t + 1
-(DESIGN.md section 3): the usual causal-LM shift, applied once by the data pipeline.
+(docs/architecture.md): the usual causal-LM shift, applied once by the data pipeline.
 
 Sparse targets are the stored teacher top-k: ``topk_ids`` and raw ``topk_logprobs`` at temperature 1. A slot
 with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i is treated as:
@@ -46,10 +46,13 @@ Tails are log(1 - exp(logsumexp(log-probs))), computed stably; a tail within the
 (n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability
 LOG_ZERO, so no infinity reaches the arithmetic or the gradients.
 
-Memory: one autograd.Function walks the supervised tokens in chunks and computes the gradient with respect
-to the student logits chunk by chunk during the forward pass (as Liger-Kernel does); backward only scales it.
-Apart from that gradient nothing of size [tokens, vocab] is allocated. The sparse path touches the vocabulary
-through one log-softmax per chunk (two when tau != 1 with ``renormalize``); everything else is [tokens, k].
+Two implementations (as torchtune pairs `ForwardKLLoss` with its chunked variant): `kd_loss`, the fast one,
+and `reference_kd_loss`, the same loss written out plainly in probability space, the one `kd_loss` is tested
+against. `kd_loss` saves memory: one autograd.Function walks the supervised tokens in chunks and computes the
+gradient with respect to the student logits in closed form, chunk by chunk, during the forward pass (as
+Liger-Kernel does); backward only scales it. Apart from that gradient nothing of size [tokens, vocab] is
+allocated. The sparse path touches the vocabulary through one log-softmax per chunk (two when tau != 1 with
+``renormalize``); everything else is [tokens, k].
 """
 
 from __future__ import annotations
@@ -65,14 +68,11 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from distillab.data.chat import IGNORE_INDEX
-from distillab.errors import DataError
 
-PAD_ID = -1
 LOG_ZERO = -1e4  # log-probability of an impossible outcome: exp() is exactly 0 and differences stay finite
 # Default chunk, in elements of a float32 [tokens, vocab] temporary: 4 MiB on CPU, where memory is tight and
 # per-chunk overhead is small; 64 MiB on GPUs, where small chunks would be bound by kernel launches.
 CHUNK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
-MASS_TOLERANCE = 1e-2  # stored top-k probabilities may exceed 1 by float16 rounding, not more
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 TAIL_MODES = ("renormalize", "tail_bucket")
 REDUCTIONS = ("mean", "sum")
@@ -207,64 +207,65 @@ def log_tail_mass(log_probs: Tensor) -> Tensor:
     return torch.where(covered < -noise, log_tail, LOG_ZERO)
 
 
-def validate_soft_labels(
-    topk_ids: Any,
-    topk_logprobs: Any,
+def reference_kd_loss(
+    student_logits: Tensor,
+    labels: Tensor,
     *,
-    vocab_size: int,
-    n_positions: int,
-    k: int | None = None,
-    row: int | str = "?",
-) -> None:
-    """Check one row's stored top-k against the contract; raise a one-line `DataError` naming row and field.
+    teacher_logits: Tensor | None = None,
+    teacher_topk_ids: Tensor | None = None,
+    teacher_topk_logprobs: Tensor | None = None,
+    config: KDLossConfig | None = None,
+) -> KDLossOutput:
+    """`kd_loss` with reduction "mean", the plain way: every distribution written out in probability space,
+    gradients by autograd, [tokens, vocab] temporaries. Readable, not fast; run it in float64."""
+    config = config or KDLossConfig()
+    supervised = labels != IGNORE_INDEX
+    x = student_logits[supervised]
+    ntp = F.cross_entropy(x, labels[supervised], reduction="none")
+    z = torch.logsumexp(x, dim=-1).square()
+    kd = torch.zeros_like(z)
+    if teacher_logits is not None:
+        tau = config.temperature
+        kd = reference_divergence(
+            torch.softmax(teacher_logits[supervised] / tau, dim=-1), torch.softmax(x / tau, dim=-1), config
+        )
+    elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
+        q, p = _reference_sparse(x, teacher_topk_ids[supervised], teacher_topk_logprobs[supervised], config)
+        kd = reference_divergence(q, p, config)
+    kd, ntp, z = (term.sum() / max(len(term), 1) for term in (kd, ntp, z))
+    loss = (1 - config.lam) * ntp + config.lam * config.temperature**2 * kd + config.z_loss * z
+    return KDLossOutput(loss, kd.detach(), ntp.detach(), z.detach(), n_tokens=supervised.sum())
 
-    `n_positions` is how many positions must be covered (the positions that predict a next token, usually
-    ``len(input_ids) - 1``); `k` is how many slots the trainer will use (default: all stored). Only those
-    positions and slots are checked. Padding slots (id -1) may hold any log-prob.
-    """
-    where = f"soft labels row {row}:"
-    try:
-        ids, logprobs = torch.as_tensor(topk_ids), torch.as_tensor(topk_logprobs)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise DataError(f"{where} topk_ids/topk_logprobs are not rectangular arrays ({err})") from None
-    if ids.dim() != 2 or ids.shape != logprobs.shape:
-        raise DataError(
-            f"{where} topk_ids {tuple(ids.shape)} and topk_logprobs {tuple(logprobs.shape)} must both be [positions, k]"
-        )
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise DataError(f"{where} topk_ids must hold integer token ids, got {ids.dtype}")
-    stored_positions, stored_k = ids.shape
-    if k is not None and k > stored_k:
-        raise DataError(
-            f"{where} topk_ids stores {stored_k} slots per position, fewer than the k={k} requested"
-        )
-    if stored_positions < n_positions:
-        raise DataError(
-            f"{where} topk_ids covers {stored_positions} positions, fewer than the {n_positions} to train on"
-        )
-    ids, logprobs = ids[:n_positions, :k], logprobs[:n_positions, :k].double()
-    padding = ids == PAD_ID
-    bad = ((ids < 0) & ~padding) | (ids >= vocab_size)
-    if bad.any():
-        position, slot = bad.nonzero()[0].tolist()
-        raise DataError(
-            f"{where} topk_ids has id {ids[position, slot].item()} at position {position}, slot {slot}, "
-            f"outside the vocabulary [0, {vocab_size}) (padding is {PAD_ID})"
-        )
-    bad = ~padding & (torch.isnan(logprobs) | (logprobs == math.inf))
-    if bad.any():
-        position, slot = bad.nonzero()[0].tolist()
-        raise DataError(
-            f"{where} topk_logprobs is {logprobs[position, slot].item()} at position {position}, slot {slot}; "
-            "log-probs must be finite, or -inf for padding"
-        )
-    mass = logprobs.masked_fill(padding, -math.inf).exp().sum(-1)
-    if (mass > 1 + MASS_TOLERANCE).any():
-        position = int((mass > 1 + MASS_TOLERANCE).nonzero()[0])
-        raise DataError(
-            f"{where} topk_logprobs at position {position} sum to probability {mass[position].item():.3g} > 1; "
-            "store log-probabilities at temperature 1, not logits"
-        )
+
+def reference_divergence(q: Tensor, p: Tensor, config: KDLossConfig) -> Tensor:
+    """D(q, p) of `config.divergence` over the last dim, from probabilities, with 0 log 0 = 0."""
+
+    def kl(a: Tensor, b: Tensor) -> Tensor:
+        return (torch.xlogy(a, a) - torch.xlogy(a, b)).sum(-1)
+
+    if config.divergence == "forward_kl":
+        return kl(q, p)
+    if config.divergence == "reverse_kl":
+        return kl(p, q)
+    m = config.jsd_beta * q + (1 - config.jsd_beta) * p
+    return config.jsd_beta * kl(q, m) + (1 - config.jsd_beta) * kl(p, m)
+
+
+def _reference_sparse(
+    x: Tensor, ids: Tensor, logprobs: Tensor, config: KDLossConfig
+) -> tuple[Tensor, Tensor]:
+    """Teacher and student distributions at tau for top-k targets, per tail treatment (module docstring)."""
+    tau, valid = config.temperature, (ids >= 0) & (logprobs != -math.inf)
+    ids = ids.clamp_min(0).long()
+    if config.tail == "renormalize":  # the top-k renormalised at tau, zero elsewhere; the full student at tau
+        q_topk = torch.softmax((logprobs / tau).masked_fill(~valid, -math.inf), dim=-1)
+        return torch.zeros_like(x).scatter_add(-1, ids, q_topk), torch.softmax(x / tau, dim=-1)
+
+    def bucketed(top: Tensor) -> Tensor:  # tail_bucket: the k ids plus one bucket, tempered as k + 1 outcomes
+        powered = torch.cat([top, (1 - top.sum(-1, keepdim=True)).clamp_min(0)], dim=-1) ** (1 / tau)
+        return powered / powered.sum(-1, keepdim=True)
+
+    return bucketed(logprobs.exp() * valid), bucketed(torch.softmax(x, dim=-1).gather(-1, ids) * valid)
 
 
 def _check_inputs(

@@ -1,4 +1,5 @@
-"""KD losses pinned to textbook formulas written out here in probability space, in float64 on a tiny vocab."""
+"""The KD loss: the plain reference (`reference_kd_loss`) pinned to hand-worked values, the chunked closed-form
+`kd_loss` to the reference, in float64 on a tiny vocab; plus the properties of the fast path alone."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from distillab.data.chat import IGNORE_INDEX
-from distillab.errors import DataError
-from distillab.sft.losses import (
-    PAD_ID,
+from distillab.data.softlabels import PAD_ID
+from distillab.kd.losses import (
     KDLossConfig,
     kd_loss,
     log_tail_mass,
+    reference_divergence,
+    reference_kd_loss,
     shift_labels,
-    validate_soft_labels,
 )
 
 VOCAB = 11
@@ -50,66 +51,90 @@ def _top_k(teacher: torch.Tensor, k: int = TOP_K):
     return ids.int(), logprobs
 
 
-def _textbook_divergence(
-    q: torch.Tensor, p: torch.Tensor, divergence: str, beta: float = 0.5
-) -> torch.Tensor:
-    """D(q, p) from probabilities over the last dim, with 0 log 0 = 0."""
-    if divergence == "forward_kl":
-        return (torch.xlogy(q, q) - torch.xlogy(q, p)).sum(-1)
-    if divergence == "reverse_kl":
-        return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
-    m = beta * q + (1 - beta) * p
-    return beta * _textbook_divergence(q, m, "forward_kl") + (1 - beta) * _textbook_divergence(
-        p, m, "forward_kl"
-    )
-
-
-def _textbook_loss(student, labels, kd_per_token, config: KDLossConfig):
-    """(loss, kd, ntp, z) means over supervised tokens, Eq. 6-7 with the z-loss."""
-    mask = labels != IGNORE_INDEX
-    probs = torch.softmax(student, dim=-1)
-    ntp = -torch.log(probs.gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1))
-    z = torch.log(torch.exp(student).sum(-1)) ** 2
-    per_token = (1 - config.lam) * ntp + config.lam * config.temperature**2 * kd_per_token + config.z_loss * z
-    return tuple(term[mask].mean() for term in (per_token, kd_per_token, ntp, z))
-
-
-def _tempered(probs: torch.Tensor, tau: float) -> torch.Tensor:
-    """softmax(log(probs) / tau) written as probs^(1/tau), renormalised."""
-    powered = probs ** (1 / tau)
-    return powered / powered.sum(-1, keepdim=True)
-
-
-def _textbook_dense_kd(student, teacher, config: KDLossConfig):
-    tau = config.temperature
-    q, p = torch.softmax(teacher / tau, dim=-1), torch.softmax(student / tau, dim=-1)
-    return _textbook_divergence(q, p, config.divergence, config.jsd_beta)
-
-
-def _textbook_sparse_kd(student, ids, logprobs, config: KDLossConfig):
-    tau, ids = config.temperature, ids.long()
-    if config.tail == "renormalize":  # full-vocab divergence against the renormalised, tempered top-k teacher
-        q = torch.zeros_like(student).scatter(-1, ids, torch.softmax(logprobs / tau, dim=-1))
-        return _textbook_divergence(
-            q, torch.softmax(student / tau, dim=-1), config.divergence, config.jsd_beta
-        )
-    teacher_top = logprobs.exp()  # tail_bucket: k ids + one bucket, coarse-grained at tau = 1, then tempered
-    student_top = torch.softmax(student, dim=-1).gather(-1, ids)
-    q = torch.cat([teacher_top, 1 - teacher_top.sum(-1, keepdim=True)], dim=-1)
-    p = torch.cat([student_top, 1 - student_top.sum(-1, keepdim=True)], dim=-1)
-    return _textbook_divergence(_tempered(q, tau), _tempered(p, tau), config.divergence, config.jsd_beta)
-
-
 def _grad(loss: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     return torch.autograd.grad(loss, student)[0]
 
 
+# The reference against values worked out by hand: teacher q = (1/2, 1/4, 1/4), student p = (1/4, 1/2, 1/4).
+Q, P = (0.5, 0.25, 0.25), (0.25, 0.5, 0.25)
+ROOT_HALF, ROOT_3 = math.sqrt(0.5), math.sqrt(3)
+HAND_WORKED = [  # (teacher targets, KDLossConfig arguments, D(q^tau, p^tau))
+    ("dense", {}, 0.5 * math.log(2) + 0.25 * math.log(0.5)),
+    ("dense", {"divergence": "reverse_kl"}, 0.25 * math.log(0.5) + 0.5 * math.log(2)),
+    # m = (3/8, 3/8, 1/4): JSD = 1/2 KL(q || m) + 1/2 KL(p || m), and the two KLs are equal
+    ("dense", {"divergence": "jsd"}, 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3)),
+    # beta = 1/4: m = 1/4 q + 3/4 p = (5/16, 7/16, 1/4)
+    (
+        "dense",
+        {"divergence": "jsd", "jsd_beta": 0.25},
+        0.25 * (0.5 * math.log(1.6) + 0.25 * math.log(4 / 7))
+        + 0.75 * (0.25 * math.log(0.8) + 0.5 * math.log(8 / 7)),
+    ),
+    # tau = 2: q^tau = (r, 1/2, 1/2) / S and p^tau = (1/2, r, 1/2) / S with r = sqrt(1/2), S = 1 + r
+    ("dense", {"temperature": 2.0}, (ROOT_HALF - 0.5) * math.log(2 * ROOT_HALF) / (1 + ROOT_HALF)),
+    # top-2 renormalised: q = (2/3, 1/3, 0)
+    ("top-2", {}, 2 / 3 * math.log(8 / 3) + 1 / 3 * math.log(2 / 3)),
+    # m = (11/24, 10/24, 3/24)
+    (
+        "top-2",
+        {"divergence": "jsd"},
+        0.5 * (2 / 3 * math.log(16 / 11) + 1 / 3 * math.log(4 / 5))
+        + 0.5 * (0.25 * math.log(6 / 11) + 0.5 * math.log(6 / 5) + 0.25 * math.log(2)),
+    ),
+    # top-1 (+ a padding slot) with a tail bucket: q = (1/2, 1/2), p = (1/4, 3/4)
+    ("top-1", {"tail": "tail_bucket"}, 0.5 * math.log(2) + 0.5 * math.log(2 / 3)),
+    (
+        "top-1",
+        {"tail": "tail_bucket", "divergence": "reverse_kl"},
+        0.25 * math.log(0.5) + 0.75 * math.log(1.5),
+    ),
+    # tau = 2 tempers the bucketed pairs: q = (1/2, 1/2), p = (1, sqrt(3)) / (1 + sqrt(3))
+    ("top-1", {"tail": "tail_bucket", "temperature": 2.0}, math.log((1 + ROOT_3) / 2) - 0.25 * math.log(3)),
+]
+
+
+def _hand_worked_inputs(targets: str):
+    """Position 1 holds p and is supervised (label 1); position 0 holds other logits and is masked."""
+    student = torch.log(torch.tensor([[(0.6, 0.3, 0.1), P]], dtype=torch.float64)).requires_grad_()
+    labels = torch.tensor([[IGNORE_INDEX, 1]])
+    if targets == "dense":
+        return student, labels, {"teacher_logits": torch.log(torch.tensor([[Q, Q]], dtype=torch.float64))}
+    ids, logprobs = (
+        ([[0, 1]] * 2, [[0.5, 0.25]] * 2) if targets == "top-2" else ([[0, PAD_ID]] * 2, [[0.5, 1.0]] * 2)
+    )
+    return (
+        student,
+        labels,
+        {
+            "teacher_topk_ids": torch.tensor([ids], dtype=torch.int32),
+            "teacher_topk_logprobs": torch.log(torch.tensor([logprobs], dtype=torch.float64)),
+        },
+    )
+
+
+@pytest.mark.parametrize("targets, kwargs, expected", HAND_WORKED)
+def test_reference_divergence_matches_hand_worked_values(targets, kwargs, expected):
+    student, labels, teacher = _hand_worked_inputs(targets)
+    output = reference_kd_loss(student, labels, **teacher, config=KDLossConfig(z_loss=0.0, **kwargs))
+    assert output.kd.item() == pytest.approx(expected, rel=1e-12)
+    assert output.n_tokens.item() == 1
+
+
+@pytest.mark.parametrize("tau, kd", [(1.0, HAND_WORKED[0][2]), (2.0, HAND_WORKED[4][2])])
+def test_reference_weighs_ntp_kd_and_z_loss(tau, kd):
+    """Logits log p + 1: softmax p, logsumexp 1 (z = 1); the label's probability is 1/2 (NTP = log 2)."""
+    student, labels, teacher = _hand_worked_inputs("dense")
+    config = KDLossConfig(lam=0.6, z_loss=0.1, temperature=tau)
+    output = reference_kd_loss(student + 1, labels, **teacher, config=config)
+    assert (output.ntp.item(), output.z.item()) == (pytest.approx(math.log(2)), pytest.approx(1.0))
+    assert output.loss.item() == pytest.approx(0.4 * math.log(2) + 0.6 * tau**2 * kd + 0.1)
+
+
 def _assert_matches(output, expected, student):
-    for name, value, reference in zip(
-        ("loss", "kd", "ntp", "z"), (output.loss, output.kd, output.ntp, output.z), expected, strict=True
-    ):
+    for name in ("loss", "kd", "ntp", "z", "n_tokens"):
+        value, reference = getattr(output, name), getattr(expected, name)
         torch.testing.assert_close(value, reference, msg=lambda m, name=name: f"{name}: {m}")
-    torch.testing.assert_close(_grad(output.loss, student), _grad(expected[0], student))
+    torch.testing.assert_close(_grad(output.loss, student), _grad(expected.loss, student))
 
 
 MIXES = [(1.0, 0.0), (0.6, 0.1)]  # (lam, z_loss)
@@ -118,26 +143,26 @@ MIXES = [(1.0, 0.0), (0.6, 0.1)]  # (lam, z_loss)
 @pytest.mark.parametrize("lam, z_loss", MIXES)
 @pytest.mark.parametrize("tau", [1.0, 2.0])
 @pytest.mark.parametrize("divergence", DIVERGENCES)
-def test_dense_matches_textbook(divergence, tau, lam, z_loss):
+def test_dense_matches_reference(divergence, tau, lam, z_loss):
     student, teacher, labels = _batch()
     config = KDLossConfig(divergence=divergence, temperature=tau, lam=lam, z_loss=z_loss, chunk_size=3)
     output = kd_loss(student, labels, teacher_logits=teacher, config=config)
-    expected = _textbook_loss(student, labels, _textbook_dense_kd(student, teacher, config), config)
-    _assert_matches(output, expected, student)
+    _assert_matches(
+        output, reference_kd_loss(student, labels, teacher_logits=teacher, config=config), student
+    )
 
 
 @pytest.mark.parametrize("lam, z_loss", MIXES)
 @pytest.mark.parametrize("tau", [1.0, 2.0])
 @pytest.mark.parametrize("tail, divergence", SPARSE_CASES)
-def test_sparse_matches_textbook(tail, divergence, tau, lam, z_loss):
+def test_sparse_matches_reference(tail, divergence, tau, lam, z_loss):
     student, teacher, labels = _batch()
-    ids, logprobs = _top_k(teacher)
+    targets = dict(zip(("teacher_topk_ids", "teacher_topk_logprobs"), _top_k(teacher), strict=True))
     config = KDLossConfig(
         divergence=divergence, temperature=tau, lam=lam, z_loss=z_loss, tail=tail, chunk_size=3
     )
-    output = kd_loss(student, labels, teacher_topk_ids=ids, teacher_topk_logprobs=logprobs, config=config)
-    expected = _textbook_loss(student, labels, _textbook_sparse_kd(student, ids, logprobs, config), config)
-    _assert_matches(output, expected, student)
+    output = kd_loss(student, labels, **targets, config=config)
+    _assert_matches(output, reference_kd_loss(student, labels, **targets, config=config), student)
 
 
 @pytest.mark.parametrize("tau", [1.0, 2.0])
@@ -308,7 +333,7 @@ def test_jsd_limits_are_scaled_kls(limit, small):
     q, p = torch.softmax(teacher, dim=-1), torch.softmax(student.detach(), dim=-1)
     if limit == "beta->1":
         q, p = p, q
-    kl = _textbook_divergence(q, p, "forward_kl")[mask].mean()
+    kl = reference_divergence(q, p, KDLossConfig())[mask].mean()
     chi2 = ((q - p) ** 2 / p).sum(-1)[mask].mean()
     errors = []
     for beta_distance in (small, small / 10):
@@ -398,66 +423,3 @@ def test_shape_and_argument_errors_name_the_mismatch():
 def test_shift_labels_aligns_next_tokens_with_logits():
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7]])
     assert shift_labels(labels).tolist() == [[IGNORE_INDEX, 5, 6, 7, IGNORE_INDEX]]
-
-
-def _soft_row():
-    ids = [[3, 1, PAD_ID], [0, 9, 2], [4, PAD_ID, PAD_ID]]
-    logprobs = [
-        [math.log(0.5), math.log(0.25), -math.inf],
-        [math.log(0.9), math.log(0.05), math.log(0.01)],
-        [0.0, 7.0, 0.0],
-    ]
-    return ids, logprobs
-
-
-def test_validate_soft_labels_accepts_a_valid_row_with_padding():
-    ids, logprobs = _soft_row()
-    validate_soft_labels(ids, logprobs, vocab_size=10, n_positions=3, k=3, row=0)
-
-
-@pytest.mark.parametrize(
-    "edit, kwargs, message",
-    [
-        (
-            lambda ids, lps: lps[1].__setitem__(2, math.nan),
-            {},
-            "soft labels row 7: topk_logprobs is nan at position 1, slot 2",
-        ),
-        (
-            lambda ids, lps: ids[1].__setitem__(1, 10),
-            {},
-            "soft labels row 7: topk_ids has id 10 at position 1, slot 1, outside the vocabulary [0, 10)",
-        ),
-        (
-            lambda ids, lps: ids[0].__setitem__(0, -2),
-            {},
-            "soft labels row 7: topk_ids has id -2 at position 0, slot 0",
-        ),
-        (
-            lambda ids, lps: None,
-            {"n_positions": 4},
-            "soft labels row 7: topk_ids covers 3 positions, fewer than the 4 to train on",
-        ),
-        (
-            lambda ids, lps: None,
-            {"k": 5},
-            "soft labels row 7: topk_ids stores 3 slots per position, fewer than the k=5 requested",
-        ),
-        (
-            lambda ids, lps: lps[2].__setitem__(0, 1.0),
-            {},
-            "soft labels row 7: topk_logprobs at position 2 sum to probability 2.72 > 1",
-        ),
-        (
-            lambda ids, lps: ids.pop(),
-            {},
-            "soft labels row 7: topk_ids (2, 3) and topk_logprobs (3, 3) must both be [positions, k]",
-        ),
-    ],
-)
-def test_validate_soft_labels_names_row_and_field(edit, kwargs, message):
-    ids, logprobs = _soft_row()
-    edit(ids, logprobs)
-    arguments = {"vocab_size": 10, "n_positions": 3, "row": 7} | kwargs
-    with pytest.raises(DataError, match=re.escape(message)):
-        validate_soft_labels(ids, logprobs, **arguments)
