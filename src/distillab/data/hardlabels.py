@@ -1,4 +1,4 @@
-"""The hard-label dataset contract (DESIGN.md §3): schema, resumable shard store, metadata, card, load and push.
+"""The hard-label dataset contract (docs/architecture.md): schema, resumable shard store, metadata, card, load and push.
 
 On disk a finished dataset looks exactly like its Hub repo, so `load_dataset(dir)` and `load_dataset(repo_id)`
 read the same thing:

@@ -1,4 +1,4 @@
-"""The student run folder (DESIGN.md section 3): an HF model folder + `distillab_run.json` + a model card.
+"""The student run folder (docs/architecture.md): an HF model folder + `distillab_run.json` + a model card.
 
 `distillab_run.json` is written when a run starts, with `"complete": false`, and again at the very end, after
 the model, tokenizer and card, with `"complete": true` (atomic rename): an interrupted run is never taken for
