@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from distillab.errors import ConfigError
 from distillab.kd.losses import KDLossConfig
-from distillab.sft.config import DistillabSFTConfig
+from distillab.sft import DistillabSFTConfig
 
 TEACHER_MODES = ("offline", "online")
 

@@ -20,7 +20,7 @@ from distillab.errors import ConfigError, first_line
 from distillab.kd.config import DistillabKDConfig
 from distillab.kd.soft_labels import SoftLabelAttacher, check_same_vocabulary, soft_label_metadata
 from distillab.kd.trainer import DistillabKDTrainer
-from distillab.sft.train import (
+from distillab.sft import (
     StudentInputs,
     load_student_inputs,
     prepare_training_data,

@@ -18,7 +18,7 @@ from distillab.data.softlabels import PAD_ID
 from distillab.errors import DataError
 from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss, shift_labels
 from distillab.kd.soft_labels import TEACHER_COLUMNS, TOPK_IDS, TOPK_LOGPROBS, SoftLabelCollator
-from distillab.sft.trainer import DistillabSFTTrainer
+from distillab.sft import DistillabSFTTrainer
 
 LOGGED_TERMS = ("kd", "ntp", "z")
 
