@@ -47,3 +47,29 @@ def soft_label_rows(soft_label_dir):
 def held_out_dir(tmp_path_factory, tiny_teacher):
     """The tiny teacher's greedy completions on 16 chain_sum prompts: sequences no student trains on."""
     return tiny.generate_greedy(tiny_teacher, "chain_sum", 16, tmp_path_factory.mktemp("held-out-chain-sum"))
+
+
+@pytest.fixture(scope="session")
+def finished_soft_label_dir(tmp_path_factory, hard_label_dir):
+    """The session rows with every other answer cut short and finished (finish_reason "stop": its end-of-turn
+    token is supervised), labelled with the tiny teacher's exact top-16 by `distillab label`.
+
+    The random tiny teacher never ends a turn by itself (every session row is truncated at max_new_tokens), so
+    the finished rows are written through the hard-label contract: 1 to 6 of its own completion tokens."""
+    from transformers import AutoTokenizer
+
+    from distillab.data.hardlabels import load_hard_labels, read_metadata, write_dataset, write_metadata
+    from distillab.generate.label import LabelConfig, label
+
+    metadata = read_metadata(hard_label_dir)
+    tokenizer = AutoTokenizer.from_pretrained(metadata["teacher"]["model"])
+    rows = load_hard_labels(str(hard_label_dir)).to_list()
+    for index, row in enumerate(rows[::2]):
+        answer = tokenizer.decode(tokenizer(row["completion"])["input_ids"][: 1 + index % 6])
+        row["messages"] = [*row["messages"][:-1], {"role": "assistant", "content": answer}]
+        row["completion"], row["finish_reason"] = answer, "stop"
+        row["completion_tokens"] = len(tokenizer(answer)["input_ids"]) + 1  # and the end-of-turn token
+    root = tmp_path_factory.mktemp("finished-soft-labels")
+    write_dataset(root / "hard", rows)
+    write_metadata(root / "hard", {**metadata, "rows": len(rows), "complete": True})
+    return label(LabelConfig(dataset=str(root / "hard"), soft_labels_k=16, output_dir=str(root / "soft")))

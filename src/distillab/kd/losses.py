@@ -42,9 +42,13 @@ with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum
                  exact divergence of the coarse-grained distributions (a lower bound of the full one); with
                  k = V the bucket is empty and the loss equals the dense one for every tau.
 
-Tails are log(1 - exp(logsumexp(log-probs))), computed stably; a tail within the rounding error of the sum
-(n * eps for n outcomes) counts as exactly zero. Impossible outcomes carry the finite log-probability
-LOG_ZERO, so no infinity reaches the arithmetic or the gradients.
+Tails are exact however small, so the loss is continuous in both. The teacher's R is 1 - sum_k q_i from the
+stored log-probs, computed in float64 (exact for float16/float32 values; a sum >= 1 leaves no tail). The
+student's r is its mass outside the k ids, a log-sum-exp of its log-probs there (never 1 minus a sum that
+rounds to 1), and its gradient reaches those tokens directly. Where the ids cover the whole vocabulary there is
+no tail. An empty outcome (a padding slot, an empty tail) carries the finite log-probability LOG_ZERO, so no
+infinity reaches the arithmetic or the gradients: an infinite divergence (reverse KL against an empty teacher
+tail, forward KL against an empty student tail) is capped at about mass * |LOG_ZERO| / tau.
 
 Two implementations (as torchtune pairs `ForwardKLLoss` with its chunked variant): `kd_loss`, the fast one,
 and `reference_kd_loss`, the same loss written out plainly in probability space, the one `kd_loss` is tested
@@ -52,7 +56,8 @@ against. `kd_loss` saves memory: one autograd.Function walks the supervised toke
 gradient with respect to the student logits in closed form, chunk by chunk, during the forward pass (as
 Liger-Kernel does); backward only scales it. Apart from that gradient nothing of size [tokens, vocab] is
 allocated. The sparse path touches the vocabulary through one log-softmax per chunk (two when tau != 1 with
-``renormalize``); everything else is [tokens, k].
+``renormalize``), plus one log-sum-exp over the tokens outside the ids where the student's tail counts
+(tail_bucket, or jsd); everything else is [tokens, k].
 """
 
 from __future__ import annotations
@@ -195,16 +200,12 @@ def shift_labels(labels: Tensor) -> Tensor:
 
 
 def log_tail_mass(log_probs: Tensor) -> Tensor:
-    """log(1 - sum(exp(log_probs))) over the last dim, stably.
-
-    A tail below n * eps (the rounding error of a sum of n terms in this dtype) is noise: it is returned as
-    LOG_ZERO, an exactly empty tail, with no gradient.
-    """
-    covered = torch.logsumexp(log_probs, dim=-1)
-    noise = log_probs.shape[-1] * torch.finfo(covered.dtype).eps
-    safe = covered.clamp(max=-noise)
+    """log(1 - sum(exp(log_probs))) over the last dim, computed and returned in float64 (exact for float16 and
+    float32 inputs, however small the tail); LOG_ZERO where the sum is 1 or more: no tail."""
+    covered = torch.logsumexp(log_probs.double(), dim=-1)
+    safe = covered.clamp(max=-torch.finfo(covered.dtype).tiny)  # log(1 - exp(c)) needs c < 0
     log_tail = torch.where(safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe)))
-    return torch.where(covered < -noise, log_tail, LOG_ZERO)
+    return torch.where(covered < 0, log_tail, LOG_ZERO)
 
 
 def reference_kd_loss(
@@ -261,11 +262,14 @@ def _reference_sparse(
         q_topk = torch.softmax((logprobs / tau).masked_fill(~valid, -math.inf), dim=-1)
         return torch.zeros_like(x).scatter_add(-1, ids, q_topk), torch.softmax(x / tau, dim=-1)
 
-    def bucketed(top: Tensor) -> Tensor:  # tail_bucket: the k ids plus one bucket, tempered as k + 1 outcomes
-        powered = torch.cat([top, (1 - top.sum(-1, keepdim=True)).clamp_min(0)], dim=-1) ** (1 / tau)
+    def bucketed(top: Tensor, tail: Tensor) -> Tensor:  # tail_bucket: the k ids + one bucket, tempered alike
+        powered = torch.cat([top, tail[..., None]], dim=-1) ** (1 / tau)
         return powered / powered.sum(-1, keepdim=True)
 
-    return bucketed(logprobs.exp() * valid), bucketed(torch.softmax(x, dim=-1).gather(-1, ids) * valid)
+    p, q_top = torch.softmax(x, dim=-1), logprobs.exp() * valid
+    outside = torch.zeros_like(x).scatter_add(-1, ids, valid.to(x.dtype)) == 0  # the tokens outside the top-k
+    teacher_tail = torch.where(outside.any(-1), (1 - q_top.sum(-1)).clamp_min(0), 0)
+    return bucketed(q_top, teacher_tail), bucketed(p.gather(-1, ids) * valid, (p * outside).sum(-1))
 
 
 def _check_inputs(
@@ -349,8 +353,10 @@ class _ChunkedKDLoss(torch.autograd.Function):
         for start in range(0, rows.numel(), step):
             chunk_rows = rows[start : start + step]
             y = labels.index_select(0, chunk_rows).long()
-            student = _student_chunk(logits.index_select(0, chunk_rows).to(compute_dtype), y, student_tau)
             teacher = _teacher_chunk(dense, sparse, chunk_rows, config.temperature, compute_dtype)
+            outside_of = teacher if isinstance(teacher, _TopK) and _student_tail_counts(config) else None
+            x = logits.index_select(0, chunk_rows).to(compute_dtype)
+            student = _student_chunk(x, y, student_tau, outside_of)
             chunk_sums, chunk_grad = _chunk_loss(student, y, teacher, config, scale, need_grad)
             sums += chunk_sums
             if grad is not None and chunk_grad is not None:
@@ -372,51 +378,90 @@ class _ChunkedKDLoss(torch.autograd.Function):
 
 
 @dataclass
+class _TopK:
+    """Sparse targets of one chunk: ids (padding clamped to 0), which slots are valid, the stored log-probs."""
+
+    ids: Tensor
+    valid: Tensor
+    logprobs: Tensor
+
+
+@dataclass
 class _StudentChunk:
-    """Student rows of one chunk: log-softmax at temperature 1 and at tau (the same tensor when tau is 1)."""
+    """Student rows of one chunk: log-softmax at temperature 1 and at tau (the same tensor when tau is 1); with
+    top-k targets where it counts, the log of its mass outside the ids at tau and each token's share of that
+    mass (0 at the ids)."""
 
     log_probs: Tensor
     tempered: Tensor
     logsumexp: Tensor
     label_log_probs: Tensor
+    log_tail: Tensor | None = None
+    tail_share: Tensor | None = None
 
 
 @dataclass
 class _KDGradient:
-    """d(sum of KD terms)/d(student log-probs `log_probs` at `temperature`), gathered at `ids` (None: all)."""
+    """d(sum of KD terms)/d(student log-probs `log_probs` at `temperature`), gathered at `ids` (None: all) and
+    then, with `tail_share`, d/d(log of the student's mass outside the ids)."""
 
     grad: Tensor
     ids: Tensor | None
     temperature: float
     log_probs: Tensor
+    tail_share: Tensor | None = None
 
 
-def _student_chunk(x: Tensor, y: Tensor, tau: float) -> _StudentChunk:
-    """Consumes `x`, a private copy of the chunk's logits (divided by tau in place)."""
+def _student_tail_counts(config: KDLossConfig) -> bool:
+    """Whether the student's mass outside the top-k enters the loss: always with tail_bucket; against a
+    renormalised teacher (no tail) only through jsd's mixture, as forward KL weighs it by the teacher's 0."""
+    return config.tail == "tail_bucket" or config.divergence == "jsd"
+
+
+def _student_chunk(x: Tensor, y: Tensor, tau: float, outside_of: _TopK | None) -> _StudentChunk:
+    """Consumes `x`, a private copy of the chunk's logits (divided by tau in place, then reused for the mass
+    outside the ids of `outside_of`, when given)."""
     label_logits = x.gather(1, y[:, None]).squeeze(1)
     log_probs = torch.log_softmax(x, dim=-1)
     tempered = log_probs if tau == 1 else torch.log_softmax(x.div_(tau), dim=-1)
     label_log_probs = log_probs.gather(1, y[:, None]).squeeze(1)
-    return _StudentChunk(log_probs, tempered, label_logits - label_log_probs, label_log_probs)
+    student = _StudentChunk(log_probs, tempered, label_logits - label_log_probs, label_log_probs)
+    if outside_of is not None:
+        student.log_tail, student.tail_share = _mass_outside(x.copy_(tempered), outside_of)
+    return student
+
+
+def _mass_outside(log_probs: Tensor, top_k: _TopK) -> tuple[Tensor, Tensor]:
+    """The log of the mass outside the valid ids (-inf: none) and each token's share of it, in place.
+
+    A log-sum-exp over the tokens outside, shifted by the largest of them, so that a tail of 1e-30 is as exact
+    as one of 0.5."""
+    excluded = torch.where(top_k.valid, -math.inf, math.inf).to(log_probs.dtype)
+    outside = log_probs.scatter_reduce_(1, top_k.ids, excluded, reduce="amin")  # -inf at the valid ids
+    largest = outside.amax(-1, keepdim=True).clamp_min(LOG_ZERO)
+    share = outside.sub_(largest).exp_()
+    total = share.sum(-1, keepdim=True)  # >= 1 (the largest counts 1) unless no token is outside
+    return (largest + total.log()).squeeze(1), share.div_(total.clamp_min(1))
 
 
 def _teacher_chunk(
     dense: Tensor | None, sparse: tuple[Tensor, Tensor] | None, rows: Tensor, tau: float, dtype: torch.dtype
-) -> Tensor | tuple[Tensor, Tensor] | None:
-    """Dense: the teacher's log-softmax at tau (floored at LOG_ZERO); sparse: (ids, raw log-probs)."""
+) -> Tensor | _TopK | None:
+    """Dense: the teacher's log-softmax at tau (floored at LOG_ZERO); sparse: the top-k slots as stored."""
     if dense is not None:
         logits = dense.index_select(0, rows).to(dtype)
         return torch.log_softmax(logits if tau == 1 else logits.div_(tau), dim=-1).clamp_min_(LOG_ZERO)
     if sparse is not None:
-        ids, logprobs = sparse
-        return ids.index_select(0, rows), logprobs.index_select(0, rows).to(dtype)
+        ids, logprobs = (tensor.index_select(0, rows) for tensor in sparse)
+        valid = (ids >= 0) & (logprobs != -math.inf)  # NaN stays valid so that it shows in the loss
+        return _TopK(ids.clamp_min(0).long(), valid, logprobs)
     return None
 
 
 def _chunk_loss(
     student: _StudentChunk,
     y: Tensor,
-    teacher: Tensor | tuple[Tensor, Tensor] | None,
+    teacher: Tensor | _TopK | None,
     config: KDLossConfig,
     weight: float,
     need_grad: bool,
@@ -427,7 +472,7 @@ def _chunk_loss(
     elif isinstance(teacher, Tensor):
         kd, kd_gradient = _dense_kd(student.tempered, teacher, config)
     else:
-        kd, kd_gradient = _sparse_kd(student, *teacher, config, need_grad)
+        kd, kd_gradient = _sparse_kd(student, teacher, config, need_grad)
     sums = torch.stack([kd.sum(), -student.label_log_probs.sum(), student.logsumexp.square().sum()])
     if not need_grad:
         return sums, None
@@ -437,7 +482,8 @@ def _chunk_loss(
 def _student_grad(
     student: _StudentChunk, y: Tensor, kd: _KDGradient | None, config: KDLossConfig, weight: float
 ) -> Tensor:
-    """Chain rule through log-softmax, in place: d log p_i / dx_j = (delta_ij - p_j) / temperature."""
+    """Chain rule through log-softmax, in place: d log p_i / dx_j = (delta_ij - p_j) / temperature, and for the
+    log of the mass r outside the ids, d log r / dx_j = (share_j - p_j) / temperature."""
     lam = config.lam
     # NTP: (1 - lam) (softmax(x) - onehot(y)); z-loss: 2 z_loss logsumexp(x) softmax(x); KD: via its leaf.
     p_coef = weight * ((1 - lam) + 2 * config.z_loss * student.logsumexp)
@@ -455,13 +501,16 @@ def _student_grad(
         if kd.ids is None:
             grad.add_(kd_grad)
         else:
-            grad.scatter_add_(1, kd.ids, kd_grad)
+            grad.scatter_add_(1, kd.ids, kd_grad[:, :-1])
+            if kd.tail_share is not None:
+                grad.addcmul_(kd.tail_share, kd_grad[:, -1:])
     label_grad = torch.full_like(student.logsumexp, -weight * (1 - lam))
     return grad.scatter_add_(1, y[:, None], label_grad[:, None])
 
 
 def _dense_kd(log_p: Tensor, log_q: Tensor, config: KDLossConfig) -> tuple[Tensor, _KDGradient]:
     """D(q, p) per token and its gradient w.r.t. log p in closed form, in place in `log_q` to save memory."""
+    log_p.clamp_min_(LOG_ZERO)  # -inf logits: an empty outcome, like the teacher's
     if config.divergence == "forward_kl":  # d/d log p = -q
         q = log_q.exp()
         kd = log_q.sub_(log_p).mul_(q).sum(-1)
@@ -479,39 +528,46 @@ def _dense_kd(log_p: Tensor, log_q: Tensor, config: KDLossConfig) -> tuple[Tenso
 
 
 def _sparse_kd(
-    student: _StudentChunk, ids: Tensor, logprobs: Tensor, config: KDLossConfig, need_grad: bool
+    student: _StudentChunk, top_k: _TopK, config: KDLossConfig, need_grad: bool
 ) -> tuple[Tensor, _KDGradient | None]:
-    """D on the k ids plus the rest (module docstring); the gradient by autograd over [tokens, k + 1] only."""
-    tau = config.temperature
-    valid = (ids >= 0) & (logprobs != -math.inf)  # NaN stays valid so that it shows in the loss
-    ids = ids.clamp_min(0).long()
+    """D on the k ids plus the rest (module docstring); the gradient by autograd w.r.t. the student's log-probs
+    at the ids and the log of its tail, [tokens, k + 1] only."""
+    tau, valid, logprobs = config.temperature, top_k.valid, top_k.logprobs.to(student.log_probs.dtype)
     if config.tail == "renormalize":
         temperature, log_probs = tau, student.tempered
         teacher = torch.log_softmax((logprobs / tau).masked_fill(~valid, LOG_ZERO), dim=-1)
-        teacher = _with_tail(
-            teacher.masked_fill(~valid, LOG_ZERO), tail=torch.full_like(teacher[:, 0], LOG_ZERO)
-        )
+        teacher = teacher.masked_fill(~valid, LOG_ZERO)
+        teacher = _with_tail(teacher, torch.full_like(teacher[:, 0], LOG_ZERO))
 
-        def kd_of(gathered: Tensor) -> Tensor:
-            return _divergence(teacher, _with_tail(gathered.masked_fill(~valid, LOG_ZERO)), config)
+        def kd_of(leaf: Tensor) -> Tensor:
+            return _divergence(teacher, _student_outcomes(leaf, valid), config)
 
     else:
         temperature, log_probs = 1.0, student.log_probs
-        teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO)), tau)
+        # the tail of the stored values (in float64); none where the ids cover the vocabulary: that is rounding
+        teacher_tail = log_tail_mass(top_k.logprobs.masked_fill(~valid, -math.inf)).to(logprobs.dtype)
+        teacher_tail = teacher_tail.masked_fill(valid.sum(-1) == log_probs.shape[-1], LOG_ZERO)
+        teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO), teacher_tail), tau)
 
-        def kd_of(gathered: Tensor) -> Tensor:
-            return _divergence(
-                teacher, _tempered(_with_tail(gathered.masked_fill(~valid, LOG_ZERO)), tau), config
-            )
+        def kd_of(leaf: Tensor) -> Tensor:
+            return _divergence(teacher, _tempered(_student_outcomes(leaf, valid), tau), config)
 
-    kd, grad = _value_and_grad(kd_of, log_probs.gather(1, ids), need_grad)
-    return kd, None if grad is None else _KDGradient(grad, ids, temperature, log_probs)
+    log_tail = torch.full_like(log_probs[:, 0], LOG_ZERO) if student.log_tail is None else student.log_tail
+    leaf = _with_tail(log_probs.gather(1, top_k.ids), log_tail)
+    kd, grad = _value_and_grad(kd_of, leaf, need_grad)
+    if grad is None:
+        return kd, None
+    return kd, _KDGradient(grad, top_k.ids, temperature, log_probs, student.tail_share)
 
 
-def _with_tail(log_probs: Tensor, tail: Tensor | None = None) -> Tensor:
-    """Append the log of the mass outside these outcomes (or `tail`) as one more outcome."""
-    tail = log_tail_mass(log_probs) if tail is None else tail
+def _with_tail(log_probs: Tensor, tail: Tensor) -> Tensor:
+    """Append the log of the mass outside these outcomes as one more outcome."""
     return torch.cat([log_probs, tail[:, None]], dim=-1)
+
+
+def _student_outcomes(leaf: Tensor, valid: Tensor) -> Tensor:
+    """The student's log-probs at the ids then of its tail (`leaf`), with LOG_ZERO for padding and no tail."""
+    return torch.cat([leaf[:, :-1].masked_fill(~valid, LOG_ZERO), leaf[:, -1:].clamp_min(LOG_ZERO)], dim=-1)
 
 
 def _tempered(log_probs: Tensor, tau: float) -> Tensor:
