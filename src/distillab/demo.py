@@ -25,6 +25,7 @@ from pathlib import Path
 from distillab.assets import DEFAULT_DIR as TEACHER_DIR
 from distillab.configs import parse_config
 from distillab.errors import ConfigError, DistillabError, exit_on_user_error
+from distillab.fileio import check_output_dir
 
 # Held-out prompts from another arithmetic generator: reasoning-gym's basic_arithmetic repeats its short
 # expressions across seeds, which would leak training prompts into the held-out set.
@@ -167,6 +168,7 @@ def run_demo(config: DemoConfig) -> None:
         raise ConfigError(
             f"demo recipes not found in {config.recipes}: run from a distillab checkout or pass --recipes"
         )
+    check_output_dir(output_dir)
     if config.fresh:
         shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True, exist_ok=True)

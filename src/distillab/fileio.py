@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from distillab.errors import ConfigError
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temp file + rename (atomic on POSIX)."""
@@ -32,6 +34,20 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def check_output_dir(path: str | Path) -> None:
+    """Raise a `ConfigError` unless `path` is a writable folder or can be created as one (creates nothing)."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        what = "a regular file" if existing == path else f"under the regular file {existing}"
+        raise ConfigError(f"output_dir {path} is {what}, not a folder: choose another --output_dir")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output_dir {path} is not writable: {err.strerror or err}") from None
 
 
 def utc_timestamp() -> str:

@@ -28,6 +28,7 @@ from distillab.data.hardlabels import (
 from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, TAIL, soft_label_fields
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
+from distillab.fileio import check_output_dir
 from distillab.generate.registry import ENGINES, SCORERS
 
 SOFT_SHARDS_DIR = ".soft_shards"
@@ -76,6 +77,7 @@ def label(config: LabelConfig) -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     output_dir = Path(config.output_dir or config.dataset)
+    check_output_dir(output_dir)
     dataset = load_hard_labels(config.dataset)
     metadata = read_metadata(config.dataset) if Path(config.dataset).is_dir() else None
     teacher = config.model or (metadata or {}).get("teacher", {}).get("model")

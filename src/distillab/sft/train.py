@@ -22,6 +22,7 @@ from distillab.configs import save_resolved_config
 from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
 from distillab.data.run_record import StudentRun, finish_run, is_complete, mark_run_started
 from distillab.data.tokenizers import tokenizer_fingerprint
+from distillab.fileio import check_output_dir
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
 from distillab.sft.data import DataOptions, TrainingData, build_training_data
@@ -51,7 +52,9 @@ def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> 
 
 
 def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
-    """True (and says so) when output_dir holds a complete run that --overwrite does not ask to redo."""
+    """True (and says so) when output_dir holds a complete run that --overwrite does not ask to redo. An output_dir
+    that is not a writable folder is a `ConfigError`."""
+    check_output_dir(config.output_dir)
     if is_complete(config.output_dir) and not config.overwrite:
         _say(
             config,
