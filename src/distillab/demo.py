@@ -11,7 +11,6 @@ output stays under DIR, and a finished stage is reused on the next run.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 from distillab.assets import DEFAULT_DIR as TEACHER_DIR
 from distillab.configs import parse_config
 from distillab.errors import ConfigError, DistillabError, exit_on_user_error
-from distillab.fileio import check_output_dir
+from distillab.fileio import check_output_dir, read_json
 
 # Held-out prompts from another arithmetic generator: reasoning-gym's basic_arithmetic repeats its short
 # expressions across seeds, which would leak training prompts into the held-out set.
@@ -226,7 +225,7 @@ def _stage_env() -> dict[str, str]:
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 @exit_on_user_error

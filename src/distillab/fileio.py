@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from distillab.errors import ConfigError
+from distillab.errors import ConfigError, DataError
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -32,8 +32,15 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from `path`; a file that is not one (truncated, garbage) is a `DataError` naming it."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is corrupted: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is corrupted: a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def check_output_dir(path: str | Path) -> None:

@@ -30,6 +30,7 @@ from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
 from distillab.fileio import check_output_dir
 from distillab.generate.registry import ENGINES, SCORERS
+from distillab.modelfiles import check_model_files
 
 SOFT_SHARDS_DIR = ".soft_shards"
 
@@ -83,6 +84,7 @@ def label(config: LabelConfig) -> Path:
     teacher = config.model or (metadata or {}).get("teacher", {}).get("model")
     if not teacher:
         raise ConfigError("--model is required: the dataset does not name its teacher")
+    check_model_files(teacher)
     previous = (read_metadata(output_dir) or {}).get("soft_labels") or {}
     if previous.get("complete") and previous.get("k") == config.soft_labels_k:
         print(f"label: {output_dir} already has top-{config.soft_labels_k} soft labels; nothing to do")

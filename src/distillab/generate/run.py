@@ -25,6 +25,7 @@ from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import check_server
 from distillab.generate.prompts import PromptSet, build_prompt_set
 from distillab.generate.registry import ENGINES
+from distillab.modelfiles import check_model_files
 
 
 def generate(config: GenerateConfig) -> Path:
@@ -44,6 +45,7 @@ def generate(config: GenerateConfig) -> Path:
 
     # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
+    check_model_files(config.model)
     prompts = build_prompt_set(config, tokenizer, context_length)
     if ENGINES[config.engine].server:
         check_server(config.base_url)

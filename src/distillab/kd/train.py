@@ -20,6 +20,7 @@ from distillab.errors import ConfigError, first_line
 from distillab.kd.config import DistillabKDConfig
 from distillab.kd.soft_labels import SoftLabelAttacher, check_same_vocabulary, soft_label_metadata
 from distillab.kd.trainer import DistillabKDTrainer
+from distillab.modelfiles import load_causal_lm
 from distillab.sft.train import (
     StudentInputs,
     load_student_inputs,
@@ -135,12 +136,11 @@ def _vocab_size(model: str, revision: str | None, config: DistillabKDConfig) -> 
 def _load_teacher(teacher: str, config: DistillabKDConfig):
     """The online teacher, in the student's precision (bf16 runs: bf16; else float32)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            teacher, revision=config.teacher_revision, dtype=dtype, trust_remote_code=config.trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the teacher from {teacher!r}: {first_line(err)}") from None
+    return load_causal_lm(
+        teacher,
+        "the teacher",
+        revision=config.teacher_revision,
+        dtype=torch.bfloat16 if config.bf16 else torch.float32,
+        trust_remote_code=config.trust_remote_code,
+    )

@@ -23,6 +23,7 @@ from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_meta
 from distillab.data.run_record import StudentRun, finish_run, is_complete, mark_run_started
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.fileio import check_output_dir
+from distillab.modelfiles import check_model_files
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
 from distillab.sft.data import DataOptions, TrainingData, build_training_data
@@ -66,13 +67,16 @@ def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
 
 
 def load_student_inputs(config: DistillabSFTConfig) -> StudentInputs:
-    """The hard labels, their metadata, and the student's source and tokenizer (checks the chat template)."""
+    """The hard labels, their metadata, and the student's source and tokenizer (checks the chat template, and
+    the source's weights unless the student is fresh)."""
     hard_labels = load_hard_labels(config.dataset_name, split=config.dataset_split)
     metadata = dataset_metadata(config.dataset_name)
     source = students.student_source(config, metadata)
     tokenizer = students.load_student_tokenizer(
         source, config.model_revision, config.chat_template_path, config.trust_remote_code
     )
+    if config.student_kind != "fresh":
+        check_model_files(source)
     return StudentInputs(hard_labels, metadata, source, tokenizer)
 
 
