@@ -1,12 +1,16 @@
-"""Small file helpers: atomic writes, so an interrupted run never leaves a half-written file behind, and the
-UTC timestamps the files record."""
+"""Small file helpers: atomic writes (files and folders), so an interrupted run never leaves a half-written
+file behind; reads that name the file when it is corrupted; the output-folder check every stage runs before it
+writes; the UTC timestamps the files record."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path` to fill; it becomes `path` (rename) only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

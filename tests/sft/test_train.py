@@ -130,7 +130,7 @@ class KillAfterCheckpoint(TrainerCallback):
             raise Killed
 
 
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp_path):
+def test_an_interrupted_run_resumes_from_its_last_complete_checkpoint(hard_label_dir, tmp_path):
     argv = [
         *FRESH,
         *shlex.split(
@@ -145,6 +145,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp
         run_sft(sft_argv(hard_label_dir, interrupted, *argv), [KillAfterCheckpoint(4)])
     assert read_run_record(interrupted)["complete"] is False
     assert (interrupted / "checkpoint-4").is_dir()
+    # a later kill while checkpoint-6 was being written: weights on disk, trainer_state.json (written last) not
+    shutil.copytree(interrupted / "checkpoint-4", interrupted / "checkpoint-6")
+    (interrupted / "checkpoint-6" / "trainer_state.json").unlink()
 
     run_sft(sft_argv(hard_label_dir, interrupted, *argv))
     resumed = read_run_record(interrupted)
@@ -155,6 +158,32 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp
         [e["loss"] for e in reference["loss_history"]], rel=1e-5
     )
     assert resumed["train_tokens"] == reference["train_tokens"]
+
+
+def test_a_kill_while_the_initial_student_is_written_does_not_block_relaunching(
+    hard_label_dir, tmp_path, monkeypatch
+):
+    """The process dies while the fresh student's weights are half on disk: the relaunch builds it again."""
+    from distillab.sft import students
+
+    materialize = students.materialize_student
+
+    def killed_mid_write(config, source, tokenizer, directory):
+        materialize(config, source, tokenizer, directory)
+        weights = directory / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        raise Killed
+
+    output_dir = tmp_path / "run"
+    argv = sft_argv(hard_label_dir, output_dir, *FRESH, "--max_steps", "1")
+    monkeypatch.setattr(students, "materialize_student", killed_mid_write)
+    with pytest.raises(Killed):
+        run_sft(argv)
+    monkeypatch.undo()
+
+    run_sft(argv)
+    assert read_run_record(output_dir)["complete"]
+    assert AutoModelForCausalLM.from_pretrained(output_dir).config.num_hidden_layers == 2
 
 
 def test_lora_on_a_pruned_teacher_saves_merged_weights(hard_label_dir, tiny_teacher, tmp_path):

@@ -22,7 +22,8 @@ from distillab.configs import save_resolved_config
 from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
 from distillab.data.run_record import StudentRun, finish_run, is_complete, mark_run_started
 from distillab.data.tokenizers import tokenizer_fingerprint
-from distillab.fileio import check_output_dir
+from distillab.errors import DataError
+from distillab.fileio import atomic_directory, check_output_dir, read_json
 from distillab.modelfiles import check_model_files
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
@@ -171,15 +172,33 @@ def _student_weights(config: DistillabSFTConfig, source: str, tokenizer, output_
         return source
     directory = output_dir / INIT_DIR
     with config.main_process_first(desc="building the student"):
-        if config.process_index == 0 and not (directory / "config.json").is_file():
-            students.materialize_student(config, source, tokenizer, directory)
+        if config.process_index == 0 and not directory.is_dir():
+            with atomic_directory(directory) as staging:  # a kill mid-write leaves no half-written student
+                students.materialize_student(config, source, tokenizer, staging)
     return str(directory)
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint: the trainer writes its trainer_state.json last, so a checkpoint whose
+    write was interrupted has none (or a truncated one) and is skipped."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    checkpoints = sorted(
+        (path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if _step_of(path.name) is not None),
+        key=lambda path: _step_of(path.name),
+        reverse=True,
+    )
+    return next((str(path) for path in checkpoints if _is_complete_checkpoint(path)), None)
+
+
+def _is_complete_checkpoint(path: Path) -> bool:
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    try:
+        read_json(path / TRAINER_STATE_NAME)
+    except (OSError, DataError):
+        return False
+    return True
 
 
 def _save_student(
@@ -253,7 +272,8 @@ def _cleanup(config: DistillabSFTConfig, output_dir: Path) -> None:
 
 
 def _step_of(checkpoint: str | None) -> int | None:
-    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+    step = checkpoint.rsplit("-", 1)[-1] if checkpoint else ""
+    return int(step) if step.isdigit() else None
 
 
 def _say(config: DistillabSFTConfig, method: str, message: str) -> None:
