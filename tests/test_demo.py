@@ -7,6 +7,9 @@ from pathlib import Path
 
 from distillab import demo
 from distillab.configs import parse_config
+from distillab.generate.config import GenerateConfig
+from distillab.kd.config import DistillabKDConfig
+from distillab.sft.config import DistillabSFTConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 
@@ -47,18 +50,52 @@ def test_config_from_a_recipe_and_flags(tmp_path):
     )
 
 
+STAGE_CONFIGS = {
+    "generate": GenerateConfig,
+    "distillab.sft": DistillabSFTConfig,
+    "distillab.kd": DistillabKDConfig,
+}
+
+
+def fingerprint(stage: demo.Stage) -> str:
+    """The config fingerprint of a stage's command, as the stage itself computes it when it runs."""
+    ((index, config_cls),) = [
+        (i, STAGE_CONFIGS[a]) for i, a in enumerate(stage.command) if a in STAGE_CONFIGS
+    ]
+    return parse_config(config_cls, stage.command[index + 1 :]).fingerprint()
+
+
+def write_finished(out: Path, plan: list[demo.Stage]) -> None:
+    """The outputs of the plan's generate, held-out and SFT stages, finished, and of an unfinished KD stage."""
+    generate, heldout, sft, kd = plan[1:5]
+    write_json(
+        out / "generate" / "distillab.json",
+        {"complete": True, "config_fingerprint": fingerprint(generate), "soft_labels": {"complete": True}},
+    )
+    write_json(
+        out / "heldout" / "distillab.json", {"complete": True, "config_fingerprint": fingerprint(heldout)}
+    )
+    write_json(out / "sft" / "distillab_run.json", {"complete": True, "config_fingerprint": fingerprint(sft)})
+    write_json(out / "kd" / "distillab_run.json", {"complete": False, "config_fingerprint": fingerprint(kd)})
+
+
 def test_finished_stages_are_recognised(tmp_path):
     plan = demo.stages(RECIPES, tmp_path, quick=False)
     assert not any(stage.done() for stage in plan[1:])
-    write_json(tmp_path / "generate" / "distillab.json", {"complete": True})
-    assert not plan[1].done()  # hard labels alone: the soft labels are still missing
-    write_json(
-        tmp_path / "generate" / "distillab.json", {"complete": True, "soft_labels": {"complete": True}}
-    )
-    write_json(tmp_path / "heldout" / "distillab.json", {"complete": True})
-    write_json(tmp_path / "sft" / "distillab_run.json", {"complete": True})
-    write_json(tmp_path / "kd" / "distillab_run.json", {"complete": False})
+    write_finished(tmp_path, plan)
     assert [stage.done() for stage in plan[1:5]] == [True, True, True, False]
+    assert not any(stage.other_settings() for stage in plan)
+    metadata = json.loads((tmp_path / "generate" / "distillab.json").read_text())
+    write_json(tmp_path / "generate" / "distillab.json", {**metadata, "soft_labels": {}})
+    assert not plan[1].done()  # hard labels alone: the soft labels are still missing
+
+
+def test_stages_made_with_other_settings_are_not_reused(tmp_path):
+    """A `--quick` demo's outputs are not a full demo's, and the other way round: each is redone."""
+    write_finished(tmp_path, demo.stages(RECIPES, tmp_path, quick=True))
+    full = demo.stages(RECIPES, tmp_path, quick=False)
+    assert not any(stage.done() for stage in full[1:5])
+    assert [stage.other_settings() for stage in full[1:5]] == [True, True, True, True]
 
 
 def test_summary_table():

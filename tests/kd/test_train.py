@@ -39,7 +39,7 @@ def teacher_student_kl(teacher, student, sequences) -> float:
 
 
 def test_soft_student_matches_the_teacher_better_than_its_hard_twin(
-    soft_label_dir, held_out_dir, tiny_teacher, tmp_path
+    soft_label_dir, held_out_dir, tiny_teacher, tmp_path, capsys
 ):
     """Done-when (issue 4): one teacher pass, two students from the same init on the same tokens, same steps.
 
@@ -81,6 +81,10 @@ def test_soft_student_matches_the_teacher_better_than_its_hard_twin(
     assert flops["teacher_scoring"] == flops["teacher_forward"]["per_token"] * scored > 0
     assert hard_record["flops"]["teacher_scoring"] == 0
     assert {"kd", "ntp", "z"} <= set(soft_record["loss_history"][0])
+
+    # KD relaunched into the SFT twin's folder: another config, refused without --overwrite
+    line = in_process_user_error(main, kd_argv(soft_label_dir, hard, *schedule), capsys)
+    assert f"output_dir {hard} holds a sft run with a different config" in line, line
 
 
 class InitialStudent(TrainerCallback):

@@ -116,6 +116,12 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     assert "already a complete run" in capsys.readouterr().out
     assert (output_dir / RUN_RECORD_NAME).read_text() == before
 
+    # relaunching it with another config is refused (--overwrite starts over)
+    other = sft_argv(train_dir, output_dir, *FRESH, "--student_num_layers", "3")
+    line = in_process_user_error(main, other, capsys)
+    assert f"output_dir {output_dir} holds a sft run with a different config" in line, line
+    assert (output_dir / RUN_RECORD_NAME).read_text() == before
+
 
 class Killed(Exception):
     pass
@@ -130,7 +136,7 @@ class KillAfterCheckpoint(TrainerCallback):
             raise Killed
 
 
-def test_an_interrupted_run_resumes_from_its_last_complete_checkpoint(hard_label_dir, tmp_path):
+def test_an_interrupted_run_resumes_from_its_last_complete_checkpoint(hard_label_dir, tmp_path, capsys):
     argv = [
         *FRESH,
         *shlex.split(
@@ -148,6 +154,12 @@ def test_an_interrupted_run_resumes_from_its_last_complete_checkpoint(hard_label
     # a later kill while checkpoint-6 was being written: weights on disk, trainer_state.json (written last) not
     shutil.copytree(interrupted / "checkpoint-4", interrupted / "checkpoint-6")
     (interrupted / "checkpoint-6" / "trainer_state.json").unlink()
+
+    # the killed `small`-like run relaunched with another student: refused, the checkpoints kept
+    other = sft_argv(hard_label_dir, interrupted, *argv, "--student_hidden_size", "128")
+    line = in_process_user_error(main, other, capsys)
+    assert "holds a sft run with a different config; pass --overwrite" in line, line
+    assert read_run_record(interrupted)["complete"] is False
 
     run_sft(sft_argv(hard_label_dir, interrupted, *argv))
     resumed = read_run_record(interrupted)

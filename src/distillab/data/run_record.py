@@ -2,7 +2,8 @@
 
 `distillab_run.json` is written when a run starts, with `"complete": false`, and again at the very end, after
 the model, tokenizer and card, with `"complete": true` (atomic rename): an interrupted run is never taken for
-a finished one. Shared by `sft` and `kd` (method "kd", its settings under `details`).
+a finished one. Both records carry the config fingerprint of the run (`config_fingerprint`): a relaunch with
+another config is refused. Shared by `sft` and `kd` (method "kd", its settings under `details`).
 
 FLOPs (scaling.flops): student training 3 F_S D with F_S the student's exact forward FLOPs per token at the
 mean training sequence length and D the supervised tokens trained on (prompt tokens also pass through the
@@ -53,12 +54,8 @@ def read_run_record(output_dir: str | Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
-def is_complete(output_dir: str | Path) -> bool:
-    return bool((read_run_record(output_dir) or {}).get("complete"))
-
-
 def mark_run_started(output_dir: str | Path, method: str, config: Any) -> None:
-    """Record an unfinished run (replacing any earlier record)."""
+    """Record an unfinished run of `config` (its `fingerprint()`), replacing any earlier record."""
     atomic_write_json(
         Path(output_dir) / RUN_RECORD_NAME,
         {
@@ -67,16 +64,21 @@ def mark_run_started(output_dir: str | Path, method: str, config: Any) -> None:
             "complete": False,
             "distillab_version": __version__,
             "started_at": utc_timestamp(),
+            "config_fingerprint": config.fingerprint(),
             "config": config_to_dict(config),
         },
     )
 
 
 def finish_run(output_dir: str | Path, run: StudentRun) -> dict[str, Any]:
-    """Write the model card, then the complete run record (last). Returns the record."""
+    """Write the model card, then the complete run record (last), which keeps the start time and config
+    fingerprint of the started one. Returns the record."""
     output_dir = Path(output_dir)
-    started = (read_run_record(output_dir) or {}).get("started_at")
-    record = run_record(run, started_at=started)
+    started = read_run_record(output_dir) or {}
+    record = {
+        **run_record(run, started_at=started.get("started_at")),
+        "config_fingerprint": started.get("config_fingerprint"),
+    }
     atomic_write_text(output_dir / "README.md", render_model_card(record))
     atomic_write_json(output_dir / RUN_RECORD_NAME, record)
     return record

@@ -1,9 +1,11 @@
 """`distillab sft`: a hard-label dataset -> a student run folder, through TRL's SFTTrainer.
 
-Order of work: check every input (dataset, tokenizer, chat template, max_length) before the run folder is
-touched; build the student; record the run as started (complete: false); train, resuming from the last
-checkpoint in output_dir when there is one; save model + tokenizer; write the card and the complete record.
-Relaunching a finished run does nothing; relaunching an interrupted one resumes it.
+Order of work: check every input (output_dir, dataset, tokenizer, chat template, max_length) before the run
+folder is touched; build the student (written atomically); record the run as started (complete: false, with
+the config fingerprint); train, resuming from the newest complete checkpoint in output_dir when there is one;
+save model + tokenizer; write the card and the complete record. Relaunching a finished run does nothing;
+relaunching an interrupted one resumes it; relaunching either with another config is an error (--overwrite
+starts over).
 
 `train_student` is four steps that other training methods (`distillab.kd`) call with their own checks in
 between: `run_is_complete`, `load_student_inputs`, `prepare_training_data` (optionally attaching per-token
@@ -20,9 +22,9 @@ from typing import Any
 
 from distillab.configs import save_resolved_config
 from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
-from distillab.data.run_record import StudentRun, finish_run, is_complete, mark_run_started
+from distillab.data.run_record import StudentRun, finish_run, mark_run_started, read_run_record
 from distillab.data.tokenizers import tokenizer_fingerprint
-from distillab.errors import DataError
+from distillab.errors import ConfigError, DataError
 from distillab.fileio import atomic_directory, check_output_dir, read_json
 from distillab.modelfiles import check_model_files
 from distillab.sft import students
@@ -54,10 +56,18 @@ def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> 
 
 
 def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
-    """True (and says so) when output_dir holds a complete run that --overwrite does not ask to redo. An output_dir
-    that is not a writable folder is a `ConfigError`."""
+    """True (and says so) when output_dir holds a complete run of this config that --overwrite does not ask to
+    redo. An output_dir that is not a writable folder, or holds a run of another config, is a `ConfigError`."""
     check_output_dir(config.output_dir)
-    if is_complete(config.output_dir) and not config.overwrite:
+    record = None if config.overwrite else read_run_record(config.output_dir)
+    if record is None:
+        return False
+    if record.get("config_fingerprint") != config.fingerprint():
+        raise ConfigError(
+            f"output_dir {config.output_dir} holds a {record.get('method')} run with a different config; pass "
+            "--overwrite to replace it or choose another --output_dir"
+        )
+    if record.get("complete"):
         _say(
             config,
             method,
