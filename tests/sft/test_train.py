@@ -80,7 +80,8 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     probe = HeldOutCrossEntropy(held_out)
     output_dir = tmp_path / "run"
     epochs = 4
-    run_sft(sft_argv(train_dir, output_dir, *FRESH, "--num_train_epochs", str(epochs)), [probe])
+    argv = sft_argv(train_dir, output_dir, *FRESH, "--num_train_epochs", str(epochs))
+    run_sft(argv, [probe])
 
     record = read_run_record(output_dir)
     losses = [entry["loss"] for entry in record["loss_history"]]
@@ -112,13 +113,12 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     # relaunching a finished run does nothing
     capsys.readouterr()
     before = (output_dir / RUN_RECORD_NAME).read_text()
-    run_sft(sft_argv(train_dir, output_dir, *FRESH))
+    run_sft(argv)
     assert "already a complete run" in capsys.readouterr().out
     assert (output_dir / RUN_RECORD_NAME).read_text() == before
 
     # relaunching it with another config is refused (--overwrite starts over)
-    other = sft_argv(train_dir, output_dir, *FRESH, "--student_num_layers", "3")
-    line = in_process_user_error(main, other, capsys)
+    line = in_process_user_error(main, [*argv, "--student_num_layers", "3"], capsys)
     assert f"output_dir {output_dir} holds a sft run with a different config" in line, line
     assert (output_dir / RUN_RECORD_NAME).read_text() == before
 
