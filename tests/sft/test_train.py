@@ -17,6 +17,7 @@ from distillab.data.run_record import RUN_RECORD_NAME, read_run_record
 from distillab.sft import main
 from distillab.sft.data import DataOptions, build_training_data
 from distillab.sft.train import INIT_DIR
+from tests import textbook, tiny
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,10 @@ FRESH = shlex.split(
     "--student_num_kv_heads 1 --student_intermediate_size 128"
 )
 FRESH_N = 73_728
+FRESH_SHAPE = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128
+)
+VOCAB = 2048  # the tiny tokenizer's
 
 
 def sft_argv(dataset, output_dir, *extra: str) -> list[str]:
@@ -102,11 +107,17 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     assert record["params_non_embedding"] == FRESH_N
     assert record["train_tokens"] == epochs * train_data.report.supervised_tokens
     assert record["tokens_processed"] == epochs * train_data.report.tokens
+    # compute on every token through forward and backward (prompts too), not only on D
+    mean_length = round(train_data.report.tokens / train_data.report.sequences)
+    student_forward = textbook.llama_forward_flops(FRESH_SHAPE, VOCAB, mean_length)
     flops = record["flops"]
-    assert flops["student_train"] == 3 * flops["student_forward"]["per_token"] * record["train_tokens"]
+    assert flops["student_train"] == 3 * student_forward * epochs * train_data.report.tokens
     rows = load_hard_labels(str(train_dir))
     teacher_tokens = sum(rows["prompt_tokens"]) + sum(rows["completion_tokens"])
-    assert flops["teacher_generation"] == flops["teacher_forward"]["per_token"] * teacher_tokens
+    teacher_forward = textbook.llama_forward_flops(
+        tiny.MODEL_SIZES["tiny-1m"], VOCAB, round(teacher_tokens / len(rows))
+    )
+    assert flops["teacher_generation"] == teacher_forward * teacher_tokens
     assert record["teacher"]["model"] == str(tiny_teacher)
     assert record["details"]["data"]["truncated_rows_kept"] == 40
 

@@ -190,7 +190,8 @@ def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dic
     return {
         "complete": True,
         "k": config.soft_labels_k,
-        "teacher": teacher,
+        "teacher": teacher,  # the model that scored (--model, else the dataset's teacher)
+        "revision": config.revision,
         "engine": {"name": config.engine, "version": ENGINES[config.engine].version()},
         "vocab_size": vocab_size,
         "tokenizer_fingerprint": fingerprint,

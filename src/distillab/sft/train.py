@@ -22,7 +22,13 @@ from typing import Any
 
 from distillab.configs import save_resolved_config
 from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
-from distillab.data.run_record import StudentRun, finish_run, mark_run_started, read_run_record
+from distillab.data.run_record import (
+    StudentRun,
+    TeacherPass,
+    finish_run,
+    mark_run_started,
+    read_run_record,
+)
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError
 from distillab.fileio import atomic_directory, check_output_dir, read_json
@@ -247,8 +253,7 @@ def _student_run(
         dataset=config.dataset_name,
         dataset_metadata=inputs.metadata,
         tokenizer_fingerprint=tokenizer_fingerprint(trainer.processing_class),
-        teacher_generated_tokens=sum(inputs.hard_labels["prompt_tokens"])
-        + sum(inputs.hard_labels["completion_tokens"]),
+        generation=_generation(inputs),
         training={
             "global_step": state.global_step,
             "epochs": state.epoch,
@@ -262,6 +267,16 @@ def _student_run(
         details=details,
         **fields,
     )
+
+
+def _generation(inputs: StudentInputs) -> TeacherPass | None:
+    """The dataset's teacher generating every row (prompt + completion tokens); None when it is not named."""
+    teacher = (inputs.metadata or {}).get("teacher") or {}
+    if not teacher.get("model"):
+        return None
+    rows = inputs.hard_labels
+    tokens = sum(rows["prompt_tokens"]) + sum(rows["completion_tokens"])
+    return TeacherPass(teacher["model"], teacher.get("revision"), tokens, tokens / max(len(rows), 1))
 
 
 def _lora_summary(config: DistillabSFTConfig) -> dict[str, Any] | None:
