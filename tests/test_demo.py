@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from distillab import demo
 from distillab.configs import parse_config
@@ -96,6 +97,40 @@ def test_stages_made_with_other_settings_are_not_reused(tmp_path):
     full = demo.stages(RECIPES, tmp_path, quick=False)
     assert not any(stage.done() for stage in full[1:5])
     assert [stage.other_settings() for stage in full[1:5]] == [True, True, True, True]
+
+
+def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_path, monkeypatch):
+    """A full demo over a finished one whose hard labels came from --quick: labels redone with --overwrite,
+    and every later stage too (their inputs may have changed); the teacher asset is reused."""
+    teacher = tmp_path / "teacher"
+    write_json(teacher / "distillab_asset.json", {})
+    monkeypatch.setattr(demo, "TEACHER_DIR", teacher)
+    out = tmp_path / "demo"
+    write_finished(out, demo.stages(RECIPES, out, quick=False))
+    write_json(out / "results.json", {"models": []})
+    (out / "report.md").write_text("")
+    quick_generate = demo.stages(RECIPES, out, quick=True)[1]
+    write_json(
+        out / "generate" / "distillab.json",
+        {
+            "complete": True,
+            "config_fingerprint": fingerprint(quick_generate),
+            "soft_labels": {"complete": True},
+        },
+    )
+    commands = []
+    monkeypatch.setattr(
+        demo.subprocess, "run", lambda command, env: commands.append(command) or SimpleNamespace(returncode=0)
+    )
+    demo.run_demo(demo.DemoConfig(output_dir=out, recipes=RECIPES))
+    plan = demo.stages(RECIPES, out, quick=False)
+    assert commands == [
+        [*plan[1].command, "--overwrite"],  # other settings
+        [*plan[2].command, "--overwrite"],  # finished, but after a stage that ran
+        [*plan[3].command, "--overwrite"],
+        [*plan[4].command, "--overwrite"],  # unfinished, but from the old labels
+        plan[5].command,
+    ]
 
 
 def test_summary_table():

@@ -53,12 +53,14 @@ class DemoConfig:
 @dataclass
 class Stage:
     """A stage's command and what its output folder holds: `done` (finished with the settings of `command`),
-    `other_settings` (a run of other settings, e.g. `--quick` vs full: redone with --overwrite)."""
+    `other_settings` (a run of other settings, e.g. `--quick` vs full). `overwrite`: the flags that make the
+    command start over rather than resume or reuse what is there."""
 
     name: str
     command: list[str]
     done: Callable[[], bool]
     other_settings: Callable[[], bool] = lambda: False
+    overwrite: list[str] = field(default_factory=list)
 
 
 def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
@@ -78,9 +80,8 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
             soft_done = not soft or meta.get("soft_labels", {}).get("complete", False)
             return made_with() == "same" and meta.get("complete", False) and soft_done
 
-        return Stage(
-            name, [*python, "distillab.cli", "generate", *args], done, lambda: made_with() == "other"
-        )
+        command = [*python, "distillab.cli", "generate", *args]
+        return Stage(name, command, done, lambda: made_with() == "other", ["--overwrite"])
 
     def train_stage(name: str, run: str, config_cls: type) -> Stage:
         args = [
@@ -99,6 +100,7 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
             [*launch, f"distillab.{run}", *args],
             lambda: made_with() == "same" and _json(record).get("complete", False),
             lambda: made_with() == "other",
+            ["--overwrite"],
         )
 
     return [
@@ -163,16 +165,15 @@ def run_demo(config: DemoConfig) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = stages(config.recipes, output_dir, config.quick)
     started = time.perf_counter()
-    redone = False  # once a stage runs, every later one runs too: its inputs changed
+    redone = False  # once a stage runs, every later one is redone too: its inputs may have changed
     for number, stage in enumerate(plan, start=1):
         header = f"[demo {number}/{len(plan)}] {stage.name}"
         if not redone and stage.done():
             print(f"{header}: finished earlier, reusing it (--fresh starts over)", flush=True)
             continue
         command = stage.command
-        if stage.other_settings():
-            print(f"{header}: made earlier with other settings; redoing it", flush=True)
-            command = [*command, "--overwrite"]
+        if redone or stage.other_settings():  # what is there came from other inputs or settings: start over
+            command = [*command, *stage.overwrite]
         print(f"{header}\n  $ {shlex.join(command)}", flush=True)
         stage_start = time.perf_counter()
         if subprocess.run(command, env=_stage_env()).returncode != 0:
