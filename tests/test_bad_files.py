@@ -214,4 +214,4 @@ def test_an_output_dir_that_cannot_be_created_is_refused(
     line = in_process_user_error(
         cli.main, stage_argv(stage, output_dir, tiny_teacher, hard_label_dir), capsys
     )
-    assert f"output_dir {output_dir} is under the regular file {tmp_path / 'a-file'}" in line, line
+    assert f"output_dir {output_dir} is not writable: {tmp_path / 'a-file'} is a regular file" in line, line

@@ -64,9 +64,10 @@ def check_output_dir(path: str | Path) -> None:
     """Raise a `ConfigError` unless `path` is a writable folder or can be created as one (creates nothing)."""
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if p.exists() or p == p.parent)
+    if existing == path and not path.is_dir():
+        raise ConfigError(f"output_dir {path} is a regular file, not a folder: choose another --output_dir")
     if not existing.is_dir():
-        what = "a regular file" if existing == path else f"under the regular file {existing}"
-        raise ConfigError(f"output_dir {path} is {what}, not a folder: choose another --output_dir")
+        raise ConfigError(f"output_dir {path} is not writable: {existing} is a regular file")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
