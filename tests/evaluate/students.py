@@ -24,11 +24,13 @@ def write_run_record(
     from transformers import AutoConfig, AutoTokenizer
 
     from distillab.data.hardlabels import read_metadata
-    from distillab.data.run_record import RUN_RECORD_NAME, StudentRun, run_record
+    from distillab.data.run_record import RUN_RECORD_NAME, StudentRun, TeacherPass, run_record
     from distillab.data.tokenizers import tokenizer_fingerprint
     from distillab.fileio import atomic_write_json
 
     distilled = method != "supervised"
+    metadata = read_metadata(hard_label_dir) if distilled else None
+    teacher = metadata["teacher"]["model"] if distilled else None
     run = StudentRun(
         method=method,
         student={"kind": "fresh", "source": str(directory)},
@@ -39,10 +41,10 @@ def write_run_record(
         loss_history=[{"step": 1, "epoch": 1.0, "loss": 5.0}],
         config=FakeTrainingConfig(),
         dataset=str(hard_label_dir),
-        dataset_metadata=read_metadata(hard_label_dir) if distilled else None,
+        dataset_metadata=metadata,
         tokenizer_fingerprint=tokenizer_fingerprint(AutoTokenizer.from_pretrained(directory)),
-        teacher_generated_tokens=3 * train_tokens if distilled else 0,
-        teacher_scored_tokens=train_tokens if method == "kd" else 0,
+        generation=TeacherPass(teacher, None, 3 * train_tokens, 64.0) if distilled else None,
+        scoring=TeacherPass(teacher, None, train_tokens, 64.0) if method == "kd" else None,
     )
     atomic_write_json(directory / RUN_RECORD_NAME, run_record(run))
 

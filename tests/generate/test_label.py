@@ -44,6 +44,7 @@ def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher)
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
     rows = load_hard_labels(str(soft_label_dir)).to_list()
     assert soft["complete"] and soft["k"] == 16 and soft["vocab_size"] == len(tokenizer)
+    assert (soft["teacher"], soft["revision"]) == (str(tiny_teacher), None)  # the model that scored
     assert soft["tokenizer_fingerprint"] == tokenizer_fingerprint(tokenizer)
     assert soft["scored_tokens"] == sum(len(r["topk_ids"]) for r in rows)
     assert all(len(r["topk_ids"]) == len(r["input_ids"]) - r["completion_start"] for r in rows)

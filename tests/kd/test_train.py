@@ -16,12 +16,16 @@ from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.data.run_record import read_run_record
 from distillab.kd import main
 from distillab.sft.data import DataOptions, build_training_data
+from tests import textbook
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 from tests.kd.conftest import kd_argv, run_kd, write_soft_labels
 from tests.kd.test_soft_labels import BAD_ROWS, corrupt
-from tests.sft.test_train import FRESH, run_sft, sft_argv
+from tests.sft.test_train import FRESH, VOCAB, run_sft, sft_argv
+from tests.tiny import MODEL_SIZES
 
 pytestmark = pytest.mark.slow
+
+TINY_1M, TINY_10M = MODEL_SIZES["tiny-1m"], MODEL_SIZES["tiny-10m"]
 
 
 @torch.no_grad()
@@ -39,7 +43,7 @@ def teacher_student_kl(teacher, student, sequences) -> float:
 
 
 def test_soft_student_matches_the_teacher_better_than_its_hard_twin(
-    soft_label_dir, held_out_dir, tiny_teacher, tmp_path
+    soft_label_dir, held_out_dir, tiny_teacher, tmp_path, capsys
 ):
     """Done-when (issue 4): one teacher pass, two students from the same init on the same tokens, same steps.
 
@@ -74,13 +78,18 @@ def test_soft_student_matches_the_teacher_better_than_its_hard_twin(
         and settings["soft_labels_k"] == 16
     )
     assert (settings["divergence"], settings["temperature"], settings["lam"]) == ("forward_kl", 1.0, 1.0)
-    scored = read_metadata(soft_label_dir)["soft_labels"]["scored_tokens"]
-    flops = soft_record[
-        "flops"
-    ]  # the teacher's scoring pass (distillab label) is part of the soft student's cost
-    assert flops["teacher_scoring"] == flops["teacher_forward"]["per_token"] * scored > 0
+    # the teacher's scoring pass (distillab label) is part of the soft student's cost: its forward ran over
+    # every row's whole sequence, prompt included
+    sequences = load_hard_labels(str(soft_label_dir))["input_ids"]
+    scored = sum(map(len, sequences))
+    teacher_forward = textbook.llama_forward_flops(TINY_1M, VOCAB, round(scored / len(sequences)))
+    assert soft_record["flops"]["teacher_scoring"] == teacher_forward * scored
     assert hard_record["flops"]["teacher_scoring"] == 0
     assert {"kd", "ntp", "z"} <= set(soft_record["loss_history"][0])
+
+    # KD relaunched into the SFT twin's folder: another config, refused without --overwrite
+    line = in_process_user_error(main, kd_argv(soft_label_dir, hard, *schedule), capsys)
+    assert f"output_dir {hard} holds a sft run with a different config" in line, line
 
 
 class InitialStudent(TrainerCallback):
@@ -91,18 +100,21 @@ class InitialStudent(TrainerCallback):
         self.model.load_state_dict(copy.deepcopy(model.state_dict()))
 
 
-def test_online_kd_loss_is_the_dense_formula(soft_label_dir, tiny_teacher, tmp_path):
-    """lam=1, tau=1: loss = mean over supervised tokens of KL(teacher || student) + 1e-4 logsumexp(student)^2."""
+def test_online_kd_loss_is_the_dense_formula(soft_label_dir, tiny_teacher, small_teacher, tmp_path):
+    """lam=1, tau=1: loss = mean over supervised tokens of KL(teacher || student) + 1e-4 logsumexp(student)^2.
+
+    The teacher (--teacher, the 10M model) is not the one that generated the dataset (the 1M model)."""
     initial = InitialStudent()
     output_dir = run_kd(
         kd_argv(soft_label_dir, tmp_path / "online", "--teacher_mode", "online", "--max_steps", "1",
-                "--per_device_train_batch_size", "48"),  # the whole dataset in one batch
+                "--per_device_train_batch_size", "48", "--teacher", str(small_teacher)),  # one batch: all rows
         [initial],
     )  # fmt: skip
     record = read_run_record(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
-    sequences = build_training_data(load_hard_labels(str(soft_label_dir)), tokenizer, DataOptions()).dataset
-    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    data = build_training_data(load_hard_labels(str(soft_label_dir)), tokenizer, DataOptions())
+    sequences = data.dataset
+    teacher = AutoModelForCausalLM.from_pretrained(small_teacher).eval()
     kl = teacher_student_kl(teacher, initial.model, sequences)
     z = mean_squared_logsumexp(initial.model, sequences)
     (logged,) = record["loss_history"]
@@ -111,9 +123,38 @@ def test_online_kd_loss_is_the_dense_formula(soft_label_dir, tiny_teacher, tmp_p
     assert logged["loss"] == pytest.approx(kl + 1e-4 * z, rel=1e-4)
 
     assert record["method"] == "kd" and record["details"]["kd"]["teacher_mode"] == "online"
-    assert record["details"]["kd"]["teacher"] == str(tiny_teacher)
-    flops = record["flops"]  # the teacher ran on every token the student trained on
-    assert flops["teacher_scoring"] == flops["teacher_forward"]["per_token"] * record["tokens_processed"]
+    assert record["details"]["kd"]["teacher"] == str(small_teacher)
+    assert record["teacher"]["model"] == str(small_teacher)
+    # the 10M teacher ran forward on every token the student processed; the 1M one generated the rows
+    flops = record["flops"]
+    mean_length = round(data.report.tokens / data.report.sequences)
+    assert (
+        flops["teacher_scoring"]
+        == textbook.llama_forward_flops(TINY_10M, VOCAB, mean_length) * data.report.tokens
+    )
+    rows = load_hard_labels(str(soft_label_dir))
+    generated = sum(rows["prompt_tokens"]) + sum(rows["completion_tokens"])
+    generator_forward = textbook.llama_forward_flops(TINY_1M, VOCAB, round(generated / len(rows)))
+    assert flops["teacher_generation"] == generator_forward * generated
+
+
+def test_offline_kd_counts_the_model_that_scored_the_soft_labels(
+    hard_label_dir, tiny_teacher, small_teacher, tmp_path
+):
+    """`label --model` with another model than the dataset's teacher: the record names the scorer and
+    counts its forward over every scored sequence; the generation stays the dataset teacher's."""
+    from distillab.generate.label import LabelConfig, label
+
+    scored_dir = label(LabelConfig(dataset=str(hard_label_dir), model=str(small_teacher), soft_labels_k=4,
+                                   output_dir=str(tmp_path / "scored-by-10m")))  # fmt: skip
+    assert read_metadata(scored_dir)["soft_labels"]["teacher"] == str(small_teacher)
+    record = read_run_record(run_kd(kd_argv(scored_dir, tmp_path / "kd", "--max_steps", "1")))
+    assert record["teacher"]["model"] == record["details"]["kd"]["teacher"] == str(small_teacher)
+    sequences = load_hard_labels(str(scored_dir))["input_ids"]
+    scored = sum(map(len, sequences))
+    scorer_forward = textbook.llama_forward_flops(TINY_10M, VOCAB, round(scored / len(sequences)))
+    assert record["flops"]["teacher_scoring"] == scorer_forward * scored
+    assert record["flops"]["generation"]["model"] == str(tiny_teacher)
 
 
 @torch.no_grad()

@@ -169,13 +169,14 @@ def test_run_flops_breakdown():
     flops = run_flops(
         2e9,
         1e10,
-        teacher_forward_flops_per_token=1.4e10,
-        teacher_generated_tokens=3e9,
-        teacher_scored_tokens=1e10,
+        generation_flops_per_token=1.4e10,
+        generated_tokens=3e9,
+        scoring_flops_per_token=2.8e10,
+        scored_tokens=1.2e10,
     )
     assert flops.student_train == 3 * 2e9 * 1e10
     assert flops.teacher_generation == 1.4e10 * 3e9
-    assert flops.teacher_scoring == 1.4e10 * 1e10
+    assert flops.teacher_scoring == 2.8e10 * 1.2e10
     assert flops.to_dict()["total"] == flops.student_train + flops.teacher_generation + flops.teacher_scoring
     assert run_flops(2e9, 1e10).total == 6e19  # a supervised run: no teacher
 

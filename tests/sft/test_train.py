@@ -17,6 +17,7 @@ from distillab.data.run_record import RUN_RECORD_NAME, read_run_record
 from distillab.sft import main
 from distillab.sft.data import DataOptions, build_training_data
 from distillab.sft.train import INIT_DIR
+from tests import textbook, tiny
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,10 @@ FRESH = shlex.split(
     "--student_num_kv_heads 1 --student_intermediate_size 128"
 )
 FRESH_N = 73_728
+FRESH_SHAPE = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128
+)
+VOCAB = 2048  # the tiny tokenizer's
 
 
 def sft_argv(dataset, output_dir, *extra: str) -> list[str]:
@@ -80,7 +85,8 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     probe = HeldOutCrossEntropy(held_out)
     output_dir = tmp_path / "run"
     epochs = 4
-    run_sft(sft_argv(train_dir, output_dir, *FRESH, "--num_train_epochs", str(epochs)), [probe])
+    argv = sft_argv(train_dir, output_dir, *FRESH, "--num_train_epochs", str(epochs))
+    run_sft(argv, [probe])
 
     record = read_run_record(output_dir)
     losses = [entry["loss"] for entry in record["loss_history"]]
@@ -101,19 +107,30 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     assert record["params_non_embedding"] == FRESH_N
     assert record["train_tokens"] == epochs * train_data.report.supervised_tokens
     assert record["tokens_processed"] == epochs * train_data.report.tokens
+    # compute on every token through forward and backward (prompts too), not only on D
+    mean_length = round(train_data.report.tokens / train_data.report.sequences)
+    student_forward = textbook.llama_forward_flops(FRESH_SHAPE, VOCAB, mean_length)
     flops = record["flops"]
-    assert flops["student_train"] == 3 * flops["student_forward"]["per_token"] * record["train_tokens"]
+    assert flops["student_train"] == 3 * student_forward * epochs * train_data.report.tokens
     rows = load_hard_labels(str(train_dir))
     teacher_tokens = sum(rows["prompt_tokens"]) + sum(rows["completion_tokens"])
-    assert flops["teacher_generation"] == flops["teacher_forward"]["per_token"] * teacher_tokens
+    teacher_forward = textbook.llama_forward_flops(
+        tiny.MODEL_SIZES["tiny-1m"], VOCAB, round(teacher_tokens / len(rows))
+    )
+    assert flops["teacher_generation"] == teacher_forward * teacher_tokens
     assert record["teacher"]["model"] == str(tiny_teacher)
     assert record["details"]["data"]["truncated_rows_kept"] == 40
 
     # relaunching a finished run does nothing
     capsys.readouterr()
     before = (output_dir / RUN_RECORD_NAME).read_text()
-    run_sft(sft_argv(train_dir, output_dir, *FRESH))
+    run_sft(argv)
     assert "already a complete run" in capsys.readouterr().out
+    assert (output_dir / RUN_RECORD_NAME).read_text() == before
+
+    # relaunching it with another config is refused (--overwrite starts over)
+    line = in_process_user_error(main, [*argv, "--student_num_layers", "3"], capsys)
+    assert f"output_dir {output_dir} holds a sft run with a different config" in line, line
     assert (output_dir / RUN_RECORD_NAME).read_text() == before
 
 
@@ -130,7 +147,7 @@ class KillAfterCheckpoint(TrainerCallback):
             raise Killed
 
 
-def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp_path):
+def test_an_interrupted_run_resumes_from_its_last_complete_checkpoint(hard_label_dir, tmp_path, capsys):
     argv = [
         *FRESH,
         *shlex.split(
@@ -145,6 +162,15 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp
         run_sft(sft_argv(hard_label_dir, interrupted, *argv), [KillAfterCheckpoint(4)])
     assert read_run_record(interrupted)["complete"] is False
     assert (interrupted / "checkpoint-4").is_dir()
+    # a later kill while checkpoint-6 was being written: weights on disk, trainer_state.json (written last) not
+    shutil.copytree(interrupted / "checkpoint-4", interrupted / "checkpoint-6")
+    (interrupted / "checkpoint-6" / "trainer_state.json").unlink()
+
+    # the killed `small`-like run relaunched with another student: refused, the checkpoints kept
+    other = sft_argv(hard_label_dir, interrupted, *argv, "--student_hidden_size", "128")
+    line = in_process_user_error(main, other, capsys)
+    assert "holds a sft run with a different config; pass --overwrite" in line, line
+    assert read_run_record(interrupted)["complete"] is False
 
     run_sft(sft_argv(hard_label_dir, interrupted, *argv))
     resumed = read_run_record(interrupted)
@@ -155,6 +181,32 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(hard_label_dir, tmp
         [e["loss"] for e in reference["loss_history"]], rel=1e-5
     )
     assert resumed["train_tokens"] == reference["train_tokens"]
+
+
+def test_a_kill_while_the_initial_student_is_written_does_not_block_relaunching(
+    hard_label_dir, tmp_path, monkeypatch
+):
+    """The process dies while the fresh student's weights are half on disk: the relaunch builds it again."""
+    from distillab.sft import students
+
+    materialize = students.materialize_student
+
+    def killed_mid_write(config, source, tokenizer, directory):
+        materialize(config, source, tokenizer, directory)
+        weights = directory / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        raise Killed
+
+    output_dir = tmp_path / "run"
+    argv = sft_argv(hard_label_dir, output_dir, *FRESH, "--max_steps", "1")
+    monkeypatch.setattr(students, "materialize_student", killed_mid_write)
+    with pytest.raises(Killed):
+        run_sft(argv)
+    monkeypatch.undo()
+
+    run_sft(argv)
+    assert read_run_record(output_dir)["complete"]
+    assert AutoModelForCausalLM.from_pretrained(output_dir).config.num_hidden_layers == 2
 
 
 def test_lora_on_a_pruned_teacher_saves_merged_weights(hard_label_dir, tiny_teacher, tmp_path):

@@ -77,12 +77,12 @@ class ShardStore:
 
     def done_ids(self) -> set[str]:
         return {
-            i for path in self.shard_paths() for i in pq.read_table(path, columns=["id"])["id"].to_pylist()
+            i for path in self.shard_paths() for i in read_parquet(path, columns=["id"])["id"].to_pylist()
         }
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Every flushed row by id (a row written twice keeps one copy)."""
-        return {row["id"]: row for path in self.shard_paths() for row in pq.read_table(path).to_pylist()}
+        return {row["id"]: row for path in self.shard_paths() for row in read_parquet(path).to_pylist()}
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -108,6 +108,14 @@ def write_dataset(
     staging.rename(final)
     shutil.rmtree(previous, ignore_errors=True)
     return sorted(final.glob("*.parquet"))
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A parquet file's table; a file that is not one (truncated, garbage) is a `DataError` naming it."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path} is corrupted: not a readable parquet file ({first_line(err)})") from None
 
 
 def read_metadata(directory: str | Path) -> dict[str, Any] | None:
@@ -138,7 +146,7 @@ def load_hard_labels(source: str, split: str = "train", require_complete: bool =
         if not files:
             raise DataError(f"no data files in {source} (expected {DATA_DIR}/*.parquet)")
         # Read the files themselves: the datasets cache can serve a stale copy of a regenerated folder.
-        dataset = datasets.Dataset(pa.concat_tables([pq.read_table(f) for f in files]))
+        dataset = datasets.Dataset(pa.concat_tables([read_parquet(f) for f in files]))
     else:
         try:
             dataset = datasets.load_dataset(source, split=split)

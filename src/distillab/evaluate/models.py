@@ -9,6 +9,7 @@ from typing import Any
 from distillab.data.run_record import read_run_record
 from distillab.errors import ConfigError, DistillabError, first_line
 from distillab.fileio import read_json
+from distillab.modelfiles import check_model_files, load_causal_lm
 
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -85,6 +86,7 @@ def _check_model_folder(folder: Path, role: str) -> None:
         raise DistillabError(f"{role} model folder not found: {folder}")
     if not (folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file():
         raise DistillabError(f"{role} folder {folder} holds no model (no config.json or {ADAPTER_CONFIG})")
+    check_model_files(folder)
 
 
 def _adapter_base(folder: Path) -> str | None:
@@ -113,11 +115,9 @@ def load_tokenizer(spec: ModelSpec):
 def load_model(spec: ModelSpec, device: str, dtype: str):
     """The model in eval mode on `device`; a LoRA adapter is merged into its base for fast scoring."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    torch_dtype = getattr(torch, dtype)
+    model = load_causal_lm(spec.base or spec.path, f"model {spec.name}", dtype=getattr(torch, dtype))
     try:
-        model = AutoModelForCausalLM.from_pretrained(spec.base or spec.path, dtype=torch_dtype)
         if spec.is_adapter:
             from peft import PeftModel
 

@@ -41,7 +41,7 @@ from distillab.evaluate.evalsets import (
 from distillab.evaluate.models import ModelSpec, load_model, load_tokenizer, resolve_models
 from distillab.evaluate.report import METRIC_LABELS, lm_eval_columns, render_report, token_match
 from distillab.evaluate.scoring import score
-from distillab.fileio import atomic_write_json, atomic_write_text, utc_timestamp
+from distillab.fileio import atomic_write_json, atomic_write_text, check_output_dir, utc_timestamp
 from distillab.scaling import load_coefficients
 from distillab.scaling.flops import non_embedding_params
 
@@ -60,6 +60,7 @@ class Teacher:
 
 def evaluate(config: EvaluateConfig) -> Path:
     output_dir = Path(config.output_dir)
+    check_output_dir(output_dir)
     specs = resolve_models(config.teacher, config.students)
     coefficient_sets = [load_coefficients(name) for name in config.coefficients]
     law.check_coefficient_sets(coefficient_sets)

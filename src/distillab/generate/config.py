@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
+from distillab.configs import config_fingerprint
 from distillab.errors import ConfigError
 from distillab.generate.registry import ENGINES, SCORERS
 
@@ -181,4 +180,4 @@ class GenerateConfig:
                 self.seed if self.generator else None,
             ],
         }
-        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+        return config_fingerprint(keys)

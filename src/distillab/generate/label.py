@@ -28,7 +28,9 @@ from distillab.data.hardlabels import (
 from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, TAIL, soft_label_fields
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
+from distillab.fileio import check_output_dir
 from distillab.generate.registry import ENGINES, SCORERS
+from distillab.modelfiles import check_model_files
 
 SOFT_SHARDS_DIR = ".soft_shards"
 
@@ -76,11 +78,13 @@ def label(config: LabelConfig) -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     output_dir = Path(config.output_dir or config.dataset)
+    check_output_dir(output_dir)
     dataset = load_hard_labels(config.dataset)
     metadata = read_metadata(config.dataset) if Path(config.dataset).is_dir() else None
     teacher = config.model or (metadata or {}).get("teacher", {}).get("model")
     if not teacher:
         raise ConfigError("--model is required: the dataset does not name its teacher")
+    check_model_files(teacher)
     previous = (read_metadata(output_dir) or {}).get("soft_labels") or {}
     if previous.get("complete") and previous.get("k") == config.soft_labels_k:
         print(f"label: {output_dir} already has top-{config.soft_labels_k} soft labels; nothing to do")
@@ -186,7 +190,8 @@ def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dic
     return {
         "complete": True,
         "k": config.soft_labels_k,
-        "teacher": teacher,
+        "teacher": teacher,  # the model that scored (--model, else the dataset's teacher)
+        "revision": config.revision,
         "engine": {"name": config.engine, "version": ENGINES[config.engine].version()},
         "vocab_size": vocab_size,
         "tokenizer_fingerprint": fingerprint,

@@ -20,16 +20,18 @@ from distillab.data.hardlabels import (
 from distillab.data.stats import duplicate_count, length_stats
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, EngineError, first_line
-from distillab.fileio import utc_timestamp
+from distillab.fileio import check_output_dir, utc_timestamp
 from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import check_server
 from distillab.generate.prompts import PromptSet, build_prompt_set
 from distillab.generate.registry import ENGINES
+from distillab.modelfiles import check_model_files
 
 
 def generate(config: GenerateConfig) -> Path:
     """Run (or resume) a generate job; returns the output folder of the finished dataset."""
     output_dir = Path(config.output_dir)
+    check_output_dir(output_dir)
     previous = read_metadata(output_dir)
     stale = previous is not None and previous.get("config_fingerprint") != config.fingerprint()
     if stale and not config.overwrite:
@@ -43,10 +45,13 @@ def generate(config: GenerateConfig) -> Path:
 
     # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
+    check_model_files(config.model)
     prompts = build_prompt_set(config, tokenizer, context_length)
     if ENGINES[config.engine].server:
         check_server(config.base_url)
-    _make_writable(output_dir, replace=stale)
+    if stale:
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
     write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None))
     save_resolved_config(config, output_dir)
@@ -72,18 +77,6 @@ def generate(config: GenerateConfig) -> Path:
         f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})"
     )
     return _finish(config, output_dir)
-
-
-def _make_writable(output_dir: Path, replace: bool) -> None:
-    try:
-        if replace:
-            shutil.rmtree(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {err.strerror or err}") from None
 
 
 def load_teacher_tokenizer(config: GenerateConfig):

@@ -13,6 +13,7 @@ import numpy as np
 
 from distillab.devices import resolve_device, resolve_dtype
 from distillab.generate.engines import require_vllm, vllm_resources
+from distillab.modelfiles import check_model_files, load_causal_lm
 
 if TYPE_CHECKING:
     from distillab.generate.label import LabelConfig
@@ -22,13 +23,9 @@ class TransformersScorer:
     """A forward pass per batch; log-probs = logits - logsumexp(logits), top-k taken on the logits."""
 
     def __init__(self, model: str, revision: str | None = None, dtype: str = "auto", device: str = "auto"):
-        from transformers import AutoModelForCausalLM
-
         self.device = resolve_device(device)
         self.model = (
-            AutoModelForCausalLM.from_pretrained(
-                model, revision=revision, dtype=resolve_dtype(dtype, self.device)
-            )
+            load_causal_lm(model, "the teacher", revision=revision, dtype=resolve_dtype(dtype, self.device))
             .to(self.device)
             .eval()
         )
@@ -97,6 +94,7 @@ class VLLMScorer:
     @classmethod
     def from_config(cls, config: LabelConfig, model: str) -> VLLMScorer:
         require_vllm()
+        check_model_files(model)
         return cls(
             model,
             config.soft_labels_k,

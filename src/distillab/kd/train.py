@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distillab.data.run_record import TeacherPass
 from distillab.errors import ConfigError, first_line
 from distillab.kd.config import DistillabKDConfig
 from distillab.kd.soft_labels import SoftLabelAttacher, check_same_vocabulary, soft_label_metadata
 from distillab.kd.trainer import DistillabKDTrainer
+from distillab.modelfiles import load_causal_lm
 from distillab.sft import (
     StudentInputs,
     load_student_inputs,
@@ -39,6 +41,8 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
         teacher = _check_online_teacher(config, inputs, vocab_size)
         data = prepare_training_data(config, inputs)
         teacher_model = _load_teacher(teacher, config)
+        # it runs on the student's sequences; the trainer counts its tokens
+        scoring = TeacherPass(teacher, config.teacher_revision, 0, data.report.tokens / data.report.sequences)
         record_fields = {"details": {"kd": {**config.kd_settings(), "teacher": teacher}}}
     else:
         soft = _check_soft_labels(config, inputs, vocab_size)
@@ -51,23 +55,37 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
         )
         data = prepare_training_data(config, inputs, attach=attacher)
         teacher_model = None
+        scoring = _soft_label_scoring(soft, inputs)
         settings = {
             **config.kd_settings(),
             "soft_labels_k": soft_labels_k,
-            "teacher": _dataset_teacher(inputs.metadata),
+            "teacher": scoring.model,
             "soft_labels": {key: soft.get(key) for key in ("k", "engine", "logprob_dtype", "scored_tokens")},
         }
-        # the teacher scored the dataset once (`distillab label`)
-        record_fields = {"teacher_scored_tokens": soft["scored_tokens"], "details": {"kd": settings}}
+        record_fields = {"scoring": scoring, "details": {"kd": settings}}
     return run_training(
         config,
         inputs,
         data,
         DistillabKDTrainer,
-        trainer_kwargs={"loss_config": config.loss_config(), "teacher_model": teacher_model},
+        trainer_kwargs={
+            "loss_config": config.loss_config(),
+            "teacher_model": teacher_model,
+            "teacher": scoring,
+        },
         record_fields=record_fields,
         callbacks=callbacks,
     )
+
+
+def _soft_label_scoring(soft: dict[str, Any], inputs: StudentInputs) -> TeacherPass:
+    """`distillab label`'s teacher (the model that scored, from the soft-label metadata) running its forward
+    once over every row's full stored sequence (prompt and completion)."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(inputs.hard_labels.data.column("input_ids"))
+    tokens = pc.sum(lengths).as_py() or 0
+    return TeacherPass(soft["teacher"], soft.get("revision"), tokens, tokens / max(len(lengths), 1))
 
 
 def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int) -> dict[str, Any]:
@@ -135,12 +153,11 @@ def _vocab_size(model: str, revision: str | None, config: DistillabKDConfig) -> 
 def _load_teacher(teacher: str, config: DistillabKDConfig):
     """The online teacher, in the student's precision (bf16 runs: bf16; else float32)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            teacher, revision=config.teacher_revision, dtype=dtype, trust_remote_code=config.trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the teacher from {teacher!r}: {first_line(err)}") from None
+    return load_causal_lm(
+        teacher,
+        "the teacher",
+        revision=config.teacher_revision,
+        dtype=torch.bfloat16 if config.bf16 else torch.float32,
+        trust_remote_code=config.trust_remote_code,
+    )

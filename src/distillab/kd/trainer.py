@@ -9,11 +9,13 @@ alike. The KD, NTP and z-loss terms are logged as `kd`, `ntp` and `z` (per-token
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from distillab.data.chat import IGNORE_INDEX
+from distillab.data.run_record import TeacherPass
 from distillab.data.softlabels import PAD_ID
 from distillab.errors import DataError
 from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss, shift_labels
@@ -24,14 +26,23 @@ LOGGED_TERMS = ("kd", "ntp", "z")
 
 
 class DistillabKDTrainer(DistillabSFTTrainer):
-    """KD on the SFT trainer: `teacher_model` None reads stored top-k targets from the batch, else distils it."""
+    """KD on the SFT trainer: `teacher_model` None reads stored top-k targets from the batch, else distils it
+    (`teacher` names it, for the run record)."""
 
     method = "kd"
     logged_keys = (*DistillabSFTTrainer.logged_keys, *LOGGED_TERMS)
 
-    def __init__(self, *args, loss_config: KDLossConfig, teacher_model=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        loss_config: KDLossConfig,
+        teacher_model=None,
+        teacher: TeacherPass | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.loss_config = loss_config
+        self.teacher = teacher
         if teacher_model is None:
             self.teacher_model = None
             self.data_collator = SoftLabelCollator(self.data_collator)
@@ -39,10 +50,11 @@ class DistillabKDTrainer(DistillabSFTTrainer):
             self.teacher_model = self._prepare_teacher(teacher_model)
 
     def run_fields(self) -> dict[str, Any]:
-        """The SFT fields, plus (online) the teacher's scoring: it ran on every token the student processed."""
+        """The SFT fields, plus (online) the teacher's scoring: its forward ran on every token the student
+        processed."""
         fields = super().run_fields()
         if self.teacher_model is not None:
-            fields["teacher_scored_tokens"] = self.token_counter.processed
+            fields["scoring"] = dataclasses.replace(self.teacher, tokens=self.token_counter.processed)
         return fields
 
     def _prepare_teacher(self, teacher):

@@ -19,6 +19,7 @@ from typing import Any
 
 from distillab.configs import ConfigParser, add_positional, parse_command
 from distillab.errors import ConfigError, exit_on_user_error
+from distillab.fileio import check_output_dir
 from distillab.scaling.config import (
     FitConfig,
     FlopsConfig,
@@ -219,6 +220,7 @@ def run_plot(config: PlotConfig) -> dict[str, Any]:
 
     coefficients = load_coefficients(config.coefficients)
     out = Path(config.out_dir)
+    check_output_dir(out)
     teacher_loss = float(
         supervised_loss(config.teacher_params, config.teacher_tokens, coefficients.supervised)
     )

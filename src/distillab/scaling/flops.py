@@ -308,22 +308,26 @@ class RunFlops:
 def run_flops(
     student_forward_flops_per_token: float,
     student_tokens: float,
-    teacher_forward_flops_per_token: float = 0.0,
-    teacher_generated_tokens: float = 0.0,
-    teacher_scored_tokens: float = 0.0,
+    generation_flops_per_token: float = 0.0,
+    generated_tokens: float = 0.0,
+    scoring_flops_per_token: float = 0.0,
+    scored_tokens: float = 0.0,
 ) -> RunFlops:
-    """FLOPs of a run from what its folder records.
+    """FLOPs of a run from what its folder records; each pass counts every token it ran over.
 
-    student_train = 3 F_S D_S (forward + backward on the tokens trained on); teacher_generation = F_T x the
-    tokens the teacher processed while generating (prompt + completion; KV-cached decoding costs one forward
-    per token); teacher_scoring = F_T x the tokens it scored for soft labels.
+    student_train = 3 F_S x the tokens the student processed (forward + backward run over prompt and
+    completion alike, so more than D, the supervised tokens); teacher_generation = F_G x the tokens the model
+    that generated the hard labels processed (prompt + completion; KV-cached decoding costs one forward per
+    token); teacher_scoring = F_K x the tokens of the sequences the model that scored them (soft labels, or
+    online KD) ran its forward over.
     """
     values = {
         "student_forward_flops_per_token": student_forward_flops_per_token,
         "student_tokens": student_tokens,
-        "teacher_forward_flops_per_token": teacher_forward_flops_per_token,
-        "teacher_generated_tokens": teacher_generated_tokens,
-        "teacher_scored_tokens": teacher_scored_tokens,
+        "generation_flops_per_token": generation_flops_per_token,
+        "generated_tokens": generated_tokens,
+        "scoring_flops_per_token": scoring_flops_per_token,
+        "scored_tokens": scored_tokens,
     }
     for name, value in values.items():
         if (
@@ -334,6 +338,6 @@ def run_flops(
             raise ConfigError(f"run_flops: {name} must be a finite number >= 0, got {value!r}")
     return RunFlops(
         student_train=3.0 * student_forward_flops_per_token * student_tokens,
-        teacher_generation=teacher_forward_flops_per_token * teacher_generated_tokens,
-        teacher_scoring=teacher_forward_flops_per_token * teacher_scored_tokens,
+        teacher_generation=generation_flops_per_token * generated_tokens,
+        teacher_scoring=scoring_flops_per_token * scored_tokens,
     )

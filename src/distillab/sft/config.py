@@ -13,10 +13,55 @@ from pathlib import Path
 
 from trl import SFTConfig
 
+from distillab.configs import config_fingerprint, config_to_dict
 from distillab.errors import ConfigError
 
 STUDENT_KINDS = ("pretrained", "fresh", "pruned")
 TRUNCATED_POLICIES = ("keep", "drop")
+# Fields that say where a run is written, how it is logged, checkpointed, evaluated or launched: the trained
+# weights do not depend on them, so they stay out of the config fingerprint (every other field is in it).
+RUN_ONLY_FIELDS = frozenset(
+    {
+        "output_dir",
+        "overwrite",
+        "run_name",
+        "project",
+        "report_to",
+        "disable_tqdm",
+        "resume_from_checkpoint",
+        "local_rank",
+        "use_cpu",
+        "gradient_checkpointing",
+        "gradient_checkpointing_kwargs",
+        "torch_empty_cache_steps",
+        "skip_memory_metrics",
+        "debug",
+        "deepspeed",
+        "fsdp",
+        "fsdp_config",
+        "accelerator_config",
+        "parallelism_config",
+        "dataset_num_proc",
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "per_device_eval_batch_size",
+        "prediction_loss_only",
+        "include_for_metrics",
+        "batch_eval_metrics",
+        "load_best_model_at_end",
+        "metric_for_best_model",
+        "greater_is_better",
+        "enable_jit_checkpoint",
+        "restore_callback_states_from_checkpoint",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "dataloader_multiprocessing_context",
+    }
+)
+RUN_ONLY_PREFIXES = ("logging_", "log_", "save_", "eval_", "hub_", "push_to_hub", "trackio_", "ddp_")
 
 
 @dataclass
@@ -115,6 +160,13 @@ class DistillabSFTConfig(SFTConfig):
         # distillab tokenises, masks, cuts and packs itself (distillab.sft.data): TRL takes the sequences as is.
         self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
+    def fingerprint(self) -> str:
+        """Hash of every field that changes the trained weights (`RUN_ONLY_FIELDS` aside); a relaunch into
+        the same run folder must match it."""
+        return config_fingerprint(
+            {name: value for name, value in config_to_dict(self).items() if not _run_only(name)}
+        )
+
     def _validate_distillab_fields(self) -> None:
         if not self.dataset_name:
             raise ConfigError(
@@ -178,6 +230,10 @@ def apply_cpu_defaults(config: DistillabSFTConfig) -> None:
         config.ddp_backend = config.ddp_backend or "gloo"
     else:
         config.use_cpu = True
+
+
+def _run_only(name: str) -> bool:
+    return name in RUN_ONLY_FIELDS or name.startswith(RUN_ONLY_PREFIXES)
 
 
 def _launched_with_deepspeed(config: DistillabSFTConfig) -> bool:

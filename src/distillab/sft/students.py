@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distillab.errors import ConfigError, first_line
+from distillab.modelfiles import load_causal_lm
 
 # Size presets for fresh students (Llama-style; the vocabulary is the teacher's).
 PRESETS: dict[str, dict[str, int]] = {
@@ -137,11 +138,11 @@ def prune_layers(model, keep: list[int]):
 def materialize_student(config: Any, source: str, tokenizer, directory: Path) -> Path:
     """Write a fresh or pruned student (weights + `tokenizer`) as an HF folder; returns `directory`."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     with _zero3_disabled():
         if config.student_kind == "fresh":
-            base = _load(AutoConfig.from_pretrained, source, config, config.model_revision)
+            base = _base_config(source, config)
             student_config = fresh_student_config(
                 base,
                 config.student_preset,
@@ -150,11 +151,11 @@ def materialize_student(config: Any, source: str, tokenizer, directory: Path) ->
             torch.manual_seed(config.seed)
             model = AutoModelForCausalLM.from_config(student_config, dtype=torch.float32)
         else:
-            model = _load(
-                AutoModelForCausalLM.from_pretrained,
+            model = load_causal_lm(
                 source,
-                config,
-                config.model_revision,
+                "the pruned student's teacher",
+                revision=config.model_revision,
+                trust_remote_code=config.trust_remote_code,
                 dtype=torch.float32,
             )
             keep = layers_to_keep(
@@ -172,10 +173,11 @@ def materialize_student(config: Any, source: str, tokenizer, directory: Path) ->
 def load_student(path: str | Path, config: Any, revision: str | None = None):
     """Load a student for training (float32 unless `model_init_kwargs` says otherwise)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": torch.float32, **(config.model_init_kwargs or {})}
-    return _load(AutoModelForCausalLM.from_pretrained, str(path), config, revision=revision, **kwargs)
+    return load_causal_lm(
+        path, "the student", revision=revision, trust_remote_code=config.trust_remote_code, **kwargs
+    )
 
 
 def lora_config(config: Any):
@@ -204,9 +206,14 @@ def merge_lora_adapter(
         PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().save_pretrained(output_dir)
 
 
-def _load(loader, source: str, config: Any, revision: str | None = None, **kwargs):
+def _base_config(source: str, config: Any):
+    """The config a fresh student is resized from."""
+    from transformers import AutoConfig
+
     try:
-        return loader(source, revision=revision, trust_remote_code=config.trust_remote_code, **kwargs)
+        return AutoConfig.from_pretrained(
+            source, revision=config.model_revision, trust_remote_code=config.trust_remote_code
+        )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load the student model from {source!r}: {first_line(err)}") from None
 

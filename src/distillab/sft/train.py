@@ -1,9 +1,11 @@
 """`distillab sft`: a hard-label dataset -> a student run folder, through TRL's SFTTrainer.
 
-Order of work: check every input (dataset, tokenizer, chat template, max_length) before the run folder is
-touched; build the student; record the run as started (complete: false); train, resuming from the last
-checkpoint in output_dir when there is one; save model + tokenizer; write the card and the complete record.
-Relaunching a finished run does nothing; relaunching an interrupted one resumes it.
+Order of work: check every input (output_dir, dataset, tokenizer, chat template, max_length) before the run
+folder is touched; build the student (written atomically); record the run as started (complete: false, with
+the config fingerprint); train, resuming from the newest complete checkpoint in output_dir when there is one;
+save model + tokenizer; write the card and the complete record. Relaunching a finished run does nothing;
+relaunching an interrupted one resumes it; relaunching either with another config is an error (--overwrite
+starts over).
 
 `train_student` is four steps that other training methods (`distillab.kd`) call with their own checks in
 between: `run_is_complete`, `load_student_inputs`, `prepare_training_data` (optionally attaching per-token
@@ -20,8 +22,17 @@ from typing import Any
 
 from distillab.configs import save_resolved_config
 from distillab.data.hardlabels import METADATA_NAME, load_hard_labels, read_metadata
-from distillab.data.run_record import StudentRun, finish_run, is_complete, mark_run_started
+from distillab.data.run_record import (
+    StudentRun,
+    TeacherPass,
+    finish_run,
+    mark_run_started,
+    read_run_record,
+)
 from distillab.data.tokenizers import tokenizer_fingerprint
+from distillab.errors import ConfigError, DataError
+from distillab.fileio import atomic_directory, check_output_dir, read_json
+from distillab.modelfiles import check_model_files
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
 from distillab.sft.data import DataOptions, TrainingData, build_training_data
@@ -51,8 +62,18 @@ def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> 
 
 
 def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
-    """True (and says so) when output_dir holds a complete run that --overwrite does not ask to redo."""
-    if is_complete(config.output_dir) and not config.overwrite:
+    """True (and says so) when output_dir holds a complete run of this config that --overwrite does not ask to
+    redo. An output_dir that is not a writable folder, or holds a run of another config, is a `ConfigError`."""
+    check_output_dir(config.output_dir)
+    record = None if config.overwrite else read_run_record(config.output_dir)
+    if record is None:
+        return False
+    if record.get("config_fingerprint") != config.fingerprint():
+        raise ConfigError(
+            f"output_dir {config.output_dir} holds a {record.get('method')} run with a different config; pass "
+            "--overwrite to replace it or choose another --output_dir"
+        )
+    if record.get("complete"):
         _say(
             config,
             method,
@@ -63,13 +84,16 @@ def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
 
 
 def load_student_inputs(config: DistillabSFTConfig) -> StudentInputs:
-    """The hard labels, their metadata, and the student's source and tokenizer (checks the chat template)."""
+    """The hard labels, their metadata, and the student's source and tokenizer (checks the chat template, and
+    the source's weights unless the student is fresh)."""
     hard_labels = load_hard_labels(config.dataset_name, split=config.dataset_split)
     metadata = dataset_metadata(config.dataset_name)
     source = students.student_source(config, metadata)
     tokenizer = students.load_student_tokenizer(
         source, config.model_revision, config.chat_template_path, config.trust_remote_code
     )
+    if config.student_kind != "fresh":
+        check_model_files(source)
     return StudentInputs(hard_labels, metadata, source, tokenizer)
 
 
@@ -164,15 +188,33 @@ def _student_weights(config: DistillabSFTConfig, source: str, tokenizer, output_
         return source
     directory = output_dir / INIT_DIR
     with config.main_process_first(desc="building the student"):
-        if config.process_index == 0 and not (directory / "config.json").is_file():
-            students.materialize_student(config, source, tokenizer, directory)
+        if config.process_index == 0 and not directory.is_dir():
+            with atomic_directory(directory) as staging:  # a kill mid-write leaves no half-written student
+                students.materialize_student(config, source, tokenizer, staging)
     return str(directory)
 
 
 def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint: the trainer writes its trainer_state.json last, so a checkpoint whose
+    write was interrupted has none (or a truncated one) and is skipped."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    checkpoints = sorted(
+        (path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if _step_of(path.name) is not None),
+        key=lambda path: _step_of(path.name),
+        reverse=True,
+    )
+    return next((str(path) for path in checkpoints if _is_complete_checkpoint(path)), None)
+
+
+def _is_complete_checkpoint(path: Path) -> bool:
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    try:
+        read_json(path / TRAINER_STATE_NAME)
+    except (OSError, DataError):
+        return False
+    return True
 
 
 def _save_student(
@@ -211,8 +253,7 @@ def _student_run(
         dataset=config.dataset_name,
         dataset_metadata=inputs.metadata,
         tokenizer_fingerprint=tokenizer_fingerprint(trainer.processing_class),
-        teacher_generated_tokens=sum(inputs.hard_labels["prompt_tokens"])
-        + sum(inputs.hard_labels["completion_tokens"]),
+        generation=_generation(inputs),
         training={
             "global_step": state.global_step,
             "epochs": state.epoch,
@@ -226,6 +267,16 @@ def _student_run(
         details=details,
         **fields,
     )
+
+
+def _generation(inputs: StudentInputs) -> TeacherPass | None:
+    """The dataset's teacher generating every row (prompt + completion tokens); None when it is not named."""
+    teacher = (inputs.metadata or {}).get("teacher") or {}
+    if not teacher.get("model"):
+        return None
+    rows = inputs.hard_labels
+    tokens = sum(rows["prompt_tokens"]) + sum(rows["completion_tokens"])
+    return TeacherPass(teacher["model"], teacher.get("revision"), tokens, tokens / max(len(rows), 1))
 
 
 def _lora_summary(config: DistillabSFTConfig) -> dict[str, Any] | None:
@@ -246,7 +297,8 @@ def _cleanup(config: DistillabSFTConfig, output_dir: Path) -> None:
 
 
 def _step_of(checkpoint: str | None) -> int | None:
-    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
+    step = checkpoint.rsplit("-", 1)[-1] if checkpoint else ""
+    return int(step) if step.isdigit() else None
 
 
 def _say(config: DistillabSFTConfig, method: str, message: str) -> None:
