@@ -10,6 +10,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from distillab.data.hardlabels import load_hard_labels
+from distillab.data.tokenizer_build import CHATML_TEMPLATE
 from distillab.errors import ConfigError, DataError
 from distillab.sft.data import (
     IGNORE_INDEX,
@@ -18,7 +19,6 @@ from distillab.sft.data import (
     end_of_turn_token_id,
     tokenize_conversation,
 )
-from tests.tiny import CHATML_TEMPLATE
 
 PLAIN_CHATML = CHATML_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
 END_OF_TURN_OUTSIDE_GENERATION = CHATML_TEMPLATE.replace(
