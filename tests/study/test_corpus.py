@@ -6,6 +6,7 @@ import hashlib
 
 from transformers import AutoTokenizer
 
+from distillab.data.tokenizer_build import build_chat_tokenizer
 from distillab.study.corpus import (
     CorpusSpec,
     document_paths,
@@ -52,8 +53,27 @@ def test_examples_are_a_document_prefix_and_its_real_continuation(tokenizer_dir)
         path = row["id"].split("#")[0]
         assert row["prompt"] + row["continuation"] in read_document(path)
         assert len(tokenizer(row["continuation"], add_special_tokens=False)["input_ids"]) <= 32
-        assert not row["continuation"][0].isspace()
     assert len({r["id"].split("#")[0] for r in rows}) >= 40 // 3
     assert not {r["id"].split("#")[0] for r in rows} & {r["id"].split("#")[0] for r in held}
     texts = [r["prompt"] for r in rows + held] + [r["continuation"] for r in rows + held]
     assert len(set(texts)) == len(texts)
+
+
+def test_isolated_newlines_let_any_completion_extend_its_prompt_token_for_token(tmp_path):
+    """A teacher's continuation may start with whitespace; after the template's newline it must not merge
+    into other tokens, or its soft labels cannot be aligned (label's check, done here by hand)."""
+    texts = [read_document(p) for p in document_paths()[:40]]
+    isolated = build_chat_tokenizer(texts, tmp_path / "isolated", 512, isolate_newlines=True)
+    merging = build_chat_tokenizer(texts, tmp_path / "merging", 512)
+    completions = ["\n\n\nimport os", "    return x", "\n    pass", "x = 1\n"]
+
+    def extends(tokenizer, completion: str) -> bool:
+        messages = [{"role": "user", "content": "def f():"}, {"role": "assistant", "content": completion}]
+        prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return tokenizer(full, add_special_tokens=False)["input_ids"][: len(prompt_ids)] == prompt_ids
+
+    assert all(extends(isolated, c) for c in completions)
+    assert not all(extends(merging, c) for c in completions)
+    assert isolated.decode(isolated("a\n\n  b\n")["input_ids"]) == "a\n\n  b\n"

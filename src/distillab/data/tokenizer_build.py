@@ -24,15 +24,28 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def build_chat_tokenizer(
-    texts: Iterable[str], directory: str | Path, vocab_size: int = 2048, model_max_length: int = 512
+    texts: Iterable[str],
+    directory: str | Path,
+    vocab_size: int = 2048,
+    model_max_length: int = 512,
+    isolate_newlines: bool = False,
 ):
     """Train a byte-level BPE on `texts` and save it to `directory` as a transformers tokenizer with ChatML
-    (eos = `<|im_end|>`, pad = `<|endoftext|>`, no bos). Returns the tokenizer."""
+    (eos = `<|im_end|>`, pad = `<|endoftext|>`, no bos). Returns the tokenizer.
+
+    `isolate_newlines`: every newline is a token of its own, so a text placed after the template's newline
+    (the assistant turn) never merges with it: any completion then extends its prompt token for token, which
+    soft labels need (`distillab label`), whatever whitespace the completion starts with."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"), byte_level])
+        if isolate_newlines
+        else byte_level
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -6,7 +6,8 @@ fixed order; each goes to train or held-out by a hash of its relative path, so n
 document gives examples by cutting its tokens into windows: prompt = the first `prompt_tokens` tokens of a
 window, reference = the `continuation_tokens` tokens that really follow. Written under `<dir>/`:
 
-    tokenizer/        byte-level BPE + ChatML (`{% generation %}` markers), trained on the train split only
+    tokenizer/        byte-level BPE (newlines isolated) + ChatML with `{% generation %}` markers, trained on
+                      the train split only
     base_model/       a Llama config + that tokenizer: what `sft --student_kind fresh` resizes into students
     train/            the train examples as a hard-label dataset (completion = the real continuation, stop)
     prompts.jsonl     the train prompts (+ reference), for `distillab generate --dataset`
@@ -88,11 +89,9 @@ def examples(
 ) -> Iterator[dict[str, str]]:
     """Up to `limit` (prompt, continuation) pairs: consecutive windows of each document, in `paths` order.
 
-    A window is skipped when its prompt or continuation is blank or its cut splits a character, and when the
-    continuation starts with whitespace: the chat template puts it after a newline, with which it would merge
-    into other tokens (`distillab label` needs the completion to extend the prompt token for token). A prompt
-    or continuation already in `seen` (licence headers, copied files) is skipped too, and `seen` grows: every
-    prompt is unique (generate de-duplicates prompts) and the held-out split repeats no train text."""
+    A window is skipped when its prompt or continuation is blank or its cut splits a character, or when its
+    prompt or continuation is already in `seen` (licence headers, copied files); `seen` grows: every prompt
+    is unique (generate de-duplicates prompts) and the held-out split repeats no train text."""
     window = spec.prompt_tokens + spec.continuation_tokens
     head_chars = MAX_CHARS_PER_TOKEN * window * spec.windows_per_document  # only the windows used
     produced = 0
@@ -106,7 +105,7 @@ def examples(
             prompt = tokenizer.decode(ids[start : start + spec.prompt_tokens])
             continuation = tokenizer.decode(ids[start + spec.prompt_tokens : start + window])
             fresh = prompt not in seen and continuation not in seen
-            if fresh and _usable(prompt) and _usable(continuation) and not continuation[0].isspace():
+            if fresh and _usable(prompt) and _usable(continuation):
                 seen.update((prompt, continuation))
                 yield {"id": f"{path}#{start}", "prompt": prompt, "continuation": continuation}
                 taken += 1
@@ -137,7 +136,10 @@ def build_corpus(directory: Path, spec: CorpusSpec) -> dict[str, Any]:
     paths = document_paths()
     train_paths, heldout_paths = split_documents(paths, spec.heldout_fraction)
     tokenizer = build_chat_tokenizer(
-        _first_bytes(train_paths, spec.tokenizer_train_bytes), directory / "tokenizer", spec.vocab_size
+        _first_bytes(train_paths, spec.tokenizer_train_bytes),
+        directory / "tokenizer",
+        spec.vocab_size,
+        isolate_newlines=True,  # soft labels on any teacher continuation (see build_chat_tokenizer)
     )
     write_base_model(directory / "base_model", tokenizer, spec.max_position_embeddings)
     seen: set[str] = set()

@@ -2,19 +2,21 @@
 
 Every cell runs the commands a user would type, as subprocesses: `accelerate launch -m distillab.sft|kd` to
 train a fresh student on its budget, then `distillab evaluate --lm_eval_tasks none` for its cross-entropy on the
-held-out real data. Each teacher's pass runs once and is shared by every cell that uses it: `distillab generate`
-(greedy continuations of the train prompts, hard), `distillab label` on those (soft) and on the real sequences
-(soft_data). Output, under `output_dir`:
+held-out real data (several finished students per call). Each teacher's pass runs once and is shared by every
+cell that uses it: `distillab generate` (greedy continuations of the train prompts: hard), `distillab label` on
+those (soft) and on the real sequences (soft_data). Output, under `output_dir`:
 
     corpus/                 tokenizer, base model, real train data, prompts, held-out data (study.corpus)
     data/real-<rows>/       the first rows of the real data: one folder per budget
-    teachers/<T>/           generated/ (hard), generated_soft/, real_soft/ and their budget-sized copies
-    cells/<cell>/           run/ (the student run folder), eval/ (evaluate's output), logs/, cell.json
+    teachers/<T>/           generated/ (hard), generated_soft/, real_soft/, their budget-sized copies, logs/
+    cells/<cell>/           run/ (the student run folder), logs/, train.json, eval.json, cell.json
+    evaluations/<group>/    the evaluate calls' outputs (results.json, report.md, evaluate.log)
     runs.csv                one row per finished cell (the contract with distillab.study.analysis)
     report/                 report.md + plots, from distillab.study.analysis.analyze
 
-A cell is finished when its run record is complete, its evaluation exists and cell.json holds its row; a
-finished cell is reused, any other is redone from scratch (a killed sweep continues where it stopped).
+A cell is finished when its run record is complete and eval.json (its loss) and cell.json (its runs.csv row)
+exist; a finished cell is reused, an unfinished one is redone (its training from scratch unless its run record
+is complete), so a killed sweep continues where it stopped. Teacher passes resume inside their stages.
 """
 
 from __future__ import annotations
