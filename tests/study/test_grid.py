@@ -10,7 +10,7 @@ from distillab.configs import parse_config
 from distillab.errors import ConfigError
 from distillab.study import cli_fields
 from distillab.study.config import StudyConfig
-from distillab.study.grid import budget_label, build_grid, rows_for_budget
+from distillab.study.grid import Teacher, budget_label, build_grid, parse_teacher, rows_for_budget
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "study-cpu" / "study.yaml"
 
@@ -43,6 +43,12 @@ def test_quick_preset_replaces_the_grid_but_not_command_line_flags():
     )
     assert (config.output_dir, config.workers) == ("elsewhere", 3)
     assert [c.name for c in build_grid(config).cells][-1] == "soft_data_a_4k_from_b_8k"
+
+
+def test_a_teacher_is_a_supervised_cell_or_a_model_folder():
+    cell_teacher = parse_teacher("d@200000")
+    assert (cell_teacher.name, cell_teacher.cell.name) == ("d_200k", "supervised_d_200k")
+    assert parse_teacher("models/my-teacher") == Teacher("my-teacher", path=Path("models/my-teacher"))
 
 
 def test_budgets_become_rows_and_labels():

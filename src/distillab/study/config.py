@@ -150,8 +150,6 @@ class StudyConfig:
         )
         if unknown:
             raise ConfigError(f"quick_preset: unknown or unsupported field(s) {', '.join(sorted(unknown))}")
-        if self.generate_max_new_tokens is None:
-            self.generate_max_new_tokens = self.continuation_tokens
 
     def with_quick_preset(self, cli_fields: set[str]) -> StudyConfig:
         """The config --quick runs: `quick_preset` applied, except fields given on the command line."""

@@ -217,10 +217,11 @@ class Study:
         output = self.teacher_dir(teacher) / "generated"
         if dataset_complete(output):
             return
+        max_new_tokens = self.config.generate_max_new_tokens or self.config.continuation_tokens
         command = [
             "generate", "--model", str(self.teacher_model(teacher)), "--engine", "transformers",
             "--dataset", str(self.corpus / "prompts.jsonl"), "--reference_column", "reference",
-            "--num_prompts", str(rows), "--max_new_tokens", str(self.config.generate_max_new_tokens),
+            "--num_prompts", str(rows), "--max_new_tokens", str(max_new_tokens),
             "--batch_size", str(self.config.generate_batch_size), "--output_dir", str(output),
         ]  # fmt: skip
         self.stage(command, self.teacher_dir(teacher) / "logs" / "generate.log")
