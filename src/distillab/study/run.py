@@ -269,9 +269,13 @@ class Study:
         return read_json(directory / CELL_RECORD) if _complete_run(directory / "run") else None
 
     def train(self, cell: Cell) -> None:
-        """Train the cell's student from scratch (whatever an interrupted run left is deleted first)."""
+        """Train the cell's student from scratch: whatever an interrupted run left is deleted first, and so are
+        the passes of a teacher it is (they came from the model being replaced)."""
         directory = self.cell_dir(cell)
         shutil.rmtree(directory, ignore_errors=True)
+        for teacher in self.grid.teachers.values():
+            if teacher.cell == cell:
+                shutil.rmtree(self.teacher_dir(teacher), ignore_errors=True)
         shape = self.config.sizes[cell.size]
         sizes = [a for key in SIZE_KEYS if key in shape for a in (f"--student_{key}", str(shape[key]))]
         command = [
