@@ -38,11 +38,10 @@ def test_the_full_recipe_meets_the_issue_s_grid():
 def test_quick_preset_replaces_the_grid_but_not_command_line_flags():
     argv = ["--config", str(RECIPE), "--quick", "--output_dir", "elsewhere", "--workers=3"]
     config = parse_config(StudyConfig, argv).with_quick_preset(cli_fields(argv))
-    assert (
-        config.quick and config.supervised_budgets == [4000, 8000] and config.teachers == ["b@8000", "a@8000"]
-    )
+    assert config.quick and config.supervised_budgets == [2000, 4000, 8000] and config.teachers == ["c@8000"]
     assert (config.output_dir, config.workers) == ("elsewhere", 3)
-    assert [c.name for c in build_grid(config).cells][-1] == "soft_data_a_4k_from_b_8k"
+    assert config.teacher_axis_size is None
+    assert [c.name for c in build_grid(config).cells][-1] == "soft_data_a_4k_from_c_8k"
 
 
 def test_a_teacher_is_a_supervised_cell_or_a_model_folder():

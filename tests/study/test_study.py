@@ -14,22 +14,20 @@ from tests.cli import run_distillab
 pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "study-cpu" / "study.yaml"
-# The quick grid of the recipe, by hand: supervised a/b x 4k/8k; teachers b@8k (first) and a@8k; hard and
-# soft a@4k from both (the teacher axis); soft_data a@4k from the first teacher.
+# The quick grid of the recipe, by hand: supervised a/b/c x 2k/4k/8k; teacher c@8k; hard, soft and soft_data
+# a@4k from it.
 CELLS = {
-    "supervised_a_4k": ("supervised", ""),
-    "supervised_a_8k": ("supervised", ""),
-    "supervised_b_4k": ("supervised", ""),
-    "supervised_b_8k": ("supervised", ""),
-    "hard_a_4k_from_b_8k": ("hard", "b_8k"),
-    "hard_a_4k_from_a_8k": ("hard", "a_8k"),
-    "soft_a_4k_from_b_8k": ("soft", "b_8k"),
-    "soft_a_4k_from_a_8k": ("soft", "a_8k"),
-    "soft_data_a_4k_from_b_8k": ("soft_data", "b_8k"),
+    **{f"supervised_{size}_{budget}": ("supervised", "") for size in "abc" for budget in ("2k", "4k", "8k")},
+    "hard_a_4k_from_c_8k": ("hard", "c_8k"),
+    "soft_a_4k_from_c_8k": ("soft", "c_8k"),
+    "soft_data_a_4k_from_c_8k": ("soft_data", "c_8k"),
 }
 # Non-embedding N of the recipe's sizes: layers x (4 d^2 attention, all heads full + 3 d f gated MLP).
-PARAMS = {"a": 2 * (4 * 32 * 32 + 3 * 32 * 96), "b": 2 * (4 * 64 * 64 + 3 * 64 * 192)}
-TEACHER_CELL = {"b_8k": "supervised_b_8k", "a_8k": "supervised_a_8k"}
+PARAMS = {
+    "a": 2 * (4 * 32 * 32 + 3 * 32 * 96),
+    "b": 2 * (4 * 64 * 64 + 3 * 64 * 192),
+    "c": 3 * (4 * 96 * 96 + 3 * 96 * 288),
+}
 
 
 def study(output_dir: Path):
@@ -70,34 +68,34 @@ def test_quick_study_runs_resumes_and_reuses(tmp_path):
             assert row["teacher_loss"] == row["teacher_params"] == "" and flops[1] == 0
             assert_budget_is_the_real_rows(out, row)
         else:
-            teacher = rows[TEACHER_CELL[teacher]]
+            teacher = rows["supervised_c_8k"]
             assert float(row["teacher_loss"]) == float(teacher["loss"])
             assert int(row["teacher_params"]) == int(teacher["student_params"])
             assert flops[1] > 0
     # soft = hard + the teacher scoring the same sequences
-    for teacher in ("b_8k", "a_8k"):
-        hard, soft = rows[f"hard_a_4k_from_{teacher}"], rows[f"soft_a_4k_from_{teacher}"]
-        assert float(soft["flops_teacher"]) > float(hard["flops_teacher"])
+    assert float(rows["soft_a_4k_from_c_8k"]["flops_teacher"]) > float(
+        rows["hard_a_4k_from_c_8k"]["flops_teacher"]
+    )
     assert (out / "report" / "report.md").is_file()
 
     # A deleted cell and one killed mid-training are redone; the others are reused.
     before = mtimes(out)
-    shutil.rmtree(out / "cells" / "hard_a_4k_from_b_8k")
+    shutil.rmtree(out / "cells" / "hard_a_4k_from_c_8k")
     killed = out / "cells" / "supervised_a_4k"
     record = json.loads((killed / "run" / "distillab_run.json").read_text())
     (killed / "run" / "distillab_run.json").write_text(json.dumps({**record, "complete": False}))
     (killed / "cell.json").unlink()
     (killed / "eval.json").unlink()
     output = study(out)
-    assert "9 cells (7 finished earlier)" in output
+    assert "12 cells (10 finished earlier)" in output
     after = mtimes(out)
     redone = {cell for cell in CELLS if after[cell] != before.get(cell)}
-    assert redone == {"hard_a_4k_from_b_8k", "supervised_a_4k"}
+    assert redone == {"hard_a_4k_from_c_8k", "supervised_a_4k"}
     assert set(runs(out)) == set(CELLS)
 
     # A third call reuses every cell and only re-runs the analysis.
     output = study(out)
-    assert "9 cells (9 finished earlier), 0 tasks" in output
+    assert "12 cells (12 finished earlier), 0 tasks" in output
     assert mtimes(out) == after
     assert set(runs(out)) == set(CELLS)
     assert (out / "report" / "report.md").is_file()
@@ -108,7 +106,7 @@ def assert_budget_is_the_real_rows(out: Path, row: dict[str, str]) -> None:
     first ceil(budget / 49) examples (49 = the recipe's 48 continuation tokens + end of turn)."""
     import pyarrow.parquet as pq
 
-    budget = {"4k": 4000, "8k": 8000}[row["cell"].rsplit("_", 1)[1]]
+    budget = {"2k": 2000, "4k": 4000, "8k": 8000}[row["cell"].rsplit("_", 1)[1]]
     examples = -(-budget // 49)
     table = pq.read_table(out / "corpus" / "train" / "data").slice(0, examples)
     assert int(row["student_tokens"]) == sum(table.column("completion_tokens").to_pylist()) + examples
