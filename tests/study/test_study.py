@@ -33,7 +33,7 @@ PARAMS = {
 def study(output_dir: Path):
     result = run_distillab(
         "study", "--config", str(RECIPE), "--quick", "--workers", "2", "--output_dir", str(output_dir),
-        timeout=600, cwd=RECIPE.parents[2],
+        timeout=3600, cwd=RECIPE.parents[2],
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
