@@ -6,18 +6,7 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{ '\\n' }}"
-    "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+from distillab.data.tokenizer_build import build_chat_tokenizer
 
 # name -> LlamaConfig overrides. head_dim 32 is supported by every engine (vLLM's CPU attention included).
 MODEL_SIZES = {
@@ -46,31 +35,8 @@ def stdlib_corpus(max_files: int = 400) -> list[str]:
 
 
 def build_tokenizer(directory: Path, vocab_size: int = 2048):
-    """Train a byte-level BPE on stdlib sources and save it as a transformers tokenizer with ChatML."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(stdlib_corpus(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        model_max_length=512,
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+    """A byte-level BPE + ChatML tokenizer (`build_chat_tokenizer`) trained on stdlib sources, in `directory`."""
+    return build_chat_tokenizer(stdlib_corpus(), directory, vocab_size)
 
 
 def build_llama(directory: Path, tokenizer_dir: Path, size: str, seed: int = 0):

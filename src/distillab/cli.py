@@ -17,6 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "sft": ("distillab.sft", "train a student on hard labels (TRL SFTTrainer)"),
     "kd": ("distillab.kd", "train a student on soft labels (knowledge distillation)"),
     "evaluate": ("distillab.evaluate", "cross-entropy, teacher agreement, lm-eval, report"),
+    "study": ("distillab.study", "scaling-law study: a grid of real runs, fitted, predicting held-out runs"),
     "scaling": ("distillab.scaling.cli", "distillation scaling law: predict | flops | plan | fit | plot"),
     "assets": ("distillab.assets", "build offline assets (the SmolLM2 teacher)"),
     "demo": ("distillab.demo", "the whole pipeline on a real teacher, offline"),

@@ -1,0 +1,4 @@
+from distillab.study import main
+
+if __name__ == "__main__":
+    main()
