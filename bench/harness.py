@@ -94,8 +94,7 @@ def tiny_training_assets() -> tuple[Path, Path]:
     """(hard-label dataset, student folder), built once under .cache/bench-sft: the tests' byte-level BPE
     tokenizer, a ~1M-parameter teacher's greedy hard labels on 256 arithmetic prompts (64 new tokens), and a
     ~10M-parameter student."""
-    from tests import tiny  # the tiny-model builders live in tests/tiny.py until they move to src
-
+    from distillab import tiny
     from distillab.generate.config import GenerateConfig
     from distillab.generate.run import generate
 

@@ -14,7 +14,8 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="distillab-tests-datas
 
 import pytest
 
-from tests import tiny
+from distillab import tiny
+from tests.tiny import generate_greedy
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def small_teacher(tmp_path_factory, tokenizer_dir):
 @pytest.fixture(scope="session")
 def hard_label_dir(tmp_path_factory, tiny_teacher):
     """A finished hard-label dataset: the tiny teacher's greedy completions on 48 offline arithmetic prompts."""
-    return tiny.generate_greedy(tiny_teacher, "basic_arithmetic", 48, tmp_path_factory.mktemp("hard-labels"))
+    return generate_greedy(tiny_teacher, "basic_arithmetic", 48, tmp_path_factory.mktemp("hard-labels"))
 
 
 @pytest.fixture(scope="session")

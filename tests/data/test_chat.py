@@ -13,8 +13,8 @@ from distillab.data.chat import (
     soft_label_sequence,
     tokenize_conversation,
 )
-from distillab.data.tokenizer_build import CHATML_TEMPLATE
 from distillab.errors import ConfigError, DataError
+from distillab.tiny import CHATML_TEMPLATE
 
 PLAIN_CHATML = CHATML_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
 END_OF_TURN_OUTSIDE_GENERATION = CHATML_TEMPLATE.replace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import tiny
+from distillab import tiny
 from tests.evaluate.students import write_lora_student, write_student
 
 TRAIN_TOKENS = 5000

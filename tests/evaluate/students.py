@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import tiny
+from distillab import tiny
 
 
 @dataclass

@@ -9,13 +9,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from distillab import tiny
 from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError
 from distillab.generate.config import GenerateConfig
 from distillab.generate.label import LabelConfig, label
 from distillab.generate.run import generate
-from tests import tiny
 from tests.cli import run_distillab
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests import tiny
 from tests.sft.test_train import FRESH, sft_argv
+from tests.tiny import generate_greedy
 
 
 def kd_argv(dataset, output_dir, *extra: str) -> list[str]:
@@ -46,7 +46,7 @@ def soft_label_rows(soft_label_dir):
 @pytest.fixture(scope="session")
 def held_out_dir(tmp_path_factory, tiny_teacher):
     """The tiny teacher's greedy completions on 16 chain_sum prompts: sequences no student trains on."""
-    return tiny.generate_greedy(tiny_teacher, "chain_sum", 16, tmp_path_factory.mktemp("held-out-chain-sum"))
+    return generate_greedy(tiny_teacher, "chain_sum", 16, tmp_path_factory.mktemp("held-out-chain-sum"))
 
 
 @pytest.fixture(scope="session")

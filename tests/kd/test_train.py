@@ -16,12 +16,12 @@ from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.data.run_record import read_run_record
 from distillab.kd import main
 from distillab.sft.data import DataOptions, build_training_data
+from distillab.tiny import MODEL_SIZES
 from tests import textbook
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 from tests.kd.conftest import kd_argv, run_kd, write_soft_labels
 from tests.kd.test_soft_labels import BAD_ROWS, corrupt
 from tests.sft.test_train import FRESH, VOCAB, run_sft, sft_argv
-from tests.tiny import MODEL_SIZES
 
 pytestmark = pytest.mark.slow
 

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from distillab import tiny
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels, write_dataset, write_metadata
 from distillab.data.run_record import RUN_RECORD_NAME, read_run_record
 from distillab.sft import main
 from distillab.sft.data import DataOptions, build_training_data
 from distillab.sft.train import INIT_DIR
-from tests import textbook, tiny
+from tests import textbook
 from tests.cli import assert_user_error, in_process_user_error, run_distillab
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,6 @@ import hashlib
 
 from transformers import AutoTokenizer
 
-from distillab.data.tokenizer_build import build_chat_tokenizer
 from distillab.study.corpus import (
     CorpusSpec,
     document_paths,
@@ -15,6 +14,7 @@ from distillab.study.corpus import (
     split_documents,
     stdlib_root,
 )
+from distillab.tiny import build_chat_tokenizer
 
 SPEC = CorpusSpec(
     vocab_size=2048,

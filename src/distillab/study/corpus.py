@@ -29,9 +29,9 @@ from typing import Any
 from distillab.data.cards import render_hard_label_card
 from distillab.data.hardlabels import write_card, write_dataset, write_metadata
 from distillab.data.stats import duplicate_count, length_stats
-from distillab.data.tokenizer_build import SPECIAL_TOKENS, build_chat_tokenizer
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.fileio import atomic_write_json, atomic_write_text, read_json
+from distillab.tiny import SPECIAL_TOKENS, build_chat_tokenizer
 
 MANIFEST_NAME = "corpus.json"
 SOURCE = "cpython-stdlib"
