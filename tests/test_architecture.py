@@ -26,6 +26,7 @@ SHARED = (
     "devices",
     "markdown",
     "modelfiles",
+    "tiny",
     "assets",
 )
 PUBLIC_APIS = {"kd": {"distillab.sft"}}
