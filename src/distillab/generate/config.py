@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from distillab.errors import ConfigError
 from distillab.generate.registry import ENGINES, SCORERS
+from distillab.generate.shards import Shard
 
 
 @dataclass
@@ -119,6 +121,16 @@ class GenerateConfig:
     )
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
+    # Scale-out (README "Scaling out")
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: generate only shard I of N (a fixed 1/N of the prompts, by row id) into "
+            "<output_dir>/shard-I-of-N; join the N shards with `distillab generate --merge DIR... "
+            "--output_dir OUT`."
+        },
+    )
+
     def __post_init__(self) -> None:
         if not self.model:
             raise ConfigError("--model is required: a Hub model id or a local HF folder")
@@ -146,6 +158,13 @@ class GenerateConfig:
             raise ConfigError(
                 f"--soft_labels_k needs a local scorer: --soft_labels_engine {' or '.join(SCORERS)}"
             )
+        if self.shard is not None:
+            Shard.parse(self.shard)
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder this process writes: output_dir, or its shard-I-of-N folder with --shard."""
+        return Shard.parse(self.shard).folder(self.output_dir) if self.shard else Path(self.output_dir)
 
     @property
     def greedy(self) -> bool:

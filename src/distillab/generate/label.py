@@ -5,6 +5,7 @@ Also run by `distillab generate --soft_labels_k K` right after the hard labels a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, T
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
 from distillab.generate.registry import ENGINES, SCORERS
+from distillab.generate.shards import MergeConfig, Shard
 
 SOFT_SHARDS_DIR = ".soft_shards"
 
@@ -55,6 +57,14 @@ class LabelConfig:
     )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push to."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: score only shard I of N (a fixed 1/N of the rows, by row id) into "
+            "<output_dir>/shard-I-of-N; join the N shards with `distillab label --merge DIR... "
+            "--output_dir OUT`."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -69,13 +79,21 @@ class LabelConfig:
             raise ConfigError(f"--logprob_dtype must be one of {', '.join(LOGPROB_DTYPES)}")
         if self.output_dir is None and not Path(self.dataset).is_dir():
             raise ConfigError("--output_dir is required when --dataset is not a local folder")
+        if self.shard is not None:
+            Shard.parse(self.shard)
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder this process writes: the output folder, or its shard-I-of-N folder with --shard."""
+        output_dir = Path(self.output_dir or self.dataset)
+        return Shard.parse(self.shard).folder(output_dir) if self.shard else output_dir
 
 
 def label(config: LabelConfig) -> Path:
     """Score every row's full chat sequence with the teacher and store top-k soft labels beside the hard labels."""
     from transformers import AutoConfig, AutoTokenizer
 
-    output_dir = Path(config.output_dir or config.dataset)
+    output_dir = config.run_dir
     dataset = load_hard_labels(config.dataset)
     metadata = read_metadata(config.dataset) if Path(config.dataset).is_dir() else None
     teacher = config.model or (metadata or {}).get("teacher", {}).get("model")
@@ -97,12 +115,14 @@ def label(config: LabelConfig) -> Path:
             f"teacher {teacher!r} has a different tokenizer than the one that wrote {config.dataset}"
         )
 
-    rows = dataset.to_list()
+    rows, shard = _own_shard(config, dataset.to_list())
     sequences = [
         soft_label_sequence(row["messages"], tokenizer, f"row {index} (id {row['id']})")
         for index, row in enumerate(rows)
     ]
     _prepare_output(output_dir, config, rows, metadata)
+    if shard is not None:
+        write_metadata(output_dir, {**read_metadata(output_dir), "shard": shard})
     store = ShardStore(output_dir, schema=_soft_schema(config.logprob_dtype), subdir=SOFT_SHARDS_DIR)
     done = store.done_ids()
     todo = [i for i, row in enumerate(rows) if row["id"] not in done]
@@ -112,7 +132,7 @@ def label(config: LabelConfig) -> Path:
         _score_all(scorer, store, rows, sequences, todo, config)
     soft = store.rows()
     merged = [{**row, **{c: soft[row["id"]][c] for c in SOFT_COLUMNS}} for row in rows]
-    files = write_dataset(output_dir, merged, schema=_full_schema(config.logprob_dtype))
+    files = write_dataset(output_dir, merged, schema=full_schema(config.logprob_dtype))
     metadata = read_metadata(output_dir)
     metadata["soft_labels"] = _soft_metadata(config, teacher, vocab_size, fingerprint, merged, files)
     write_card(output_dir, render_hard_label_card(metadata))
@@ -125,6 +145,15 @@ def label(config: LabelConfig) -> Path:
     if config.push_to_hub:
         print(f"label: pushed to {push_to_hub(output_dir, config.push_to_hub, private=config.private)}")
     return output_dir
+
+
+def _own_shard(config: LabelConfig, rows: list[dict]) -> tuple[list[dict], dict[str, Any] | None]:
+    """With --shard: this shard's rows, and the shard's metadata record."""
+    if not config.shard:
+        return rows, None
+    shard = Shard.parse(config.shard)
+    positions = shard.positions(rows)
+    return [rows[i] for i in positions], shard.record(positions, total=len(rows))
 
 
 def _prepare_output(output_dir: Path, config: LabelConfig, rows: list[dict], metadata: dict | None) -> None:
@@ -177,12 +206,12 @@ def _soft_schema(logprob_dtype: str) -> pa.Schema:
     return pa.schema([("id", pa.string()), *soft_label_fields(logprob_dtype)])
 
 
-def _full_schema(logprob_dtype: str) -> pa.Schema:
+def full_schema(logprob_dtype: str) -> pa.Schema:
+    """The hard-label schema plus the soft-label columns."""
     return pa.schema([*SCHEMA, *soft_label_fields(logprob_dtype)])
 
 
 def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dict[str, Any]:
-    scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
     return {
         "complete": True,
         "k": config.soft_labels_k,
@@ -194,6 +223,14 @@ def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dic
         "logprob_dtype": config.logprob_dtype,
         "alignment": ALIGNMENT,
         "tail": TAIL,
+        **soft_statistics(rows, files),
+    }
+
+
+def soft_statistics(rows: list[dict], files: list[Path]) -> dict[str, Any]:
+    """The soft-label metadata entries computed from the finished rows and their data files."""
+    scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
+    return {
         "scored_tokens": scored_tokens,
         "bytes_per_token": _soft_bytes(rows, files) / max(scored_tokens, 1),
     }
@@ -211,6 +248,12 @@ def _soft_bytes(rows: list[dict], files: list[Path]) -> int:
 def main(argv: list[str] | None = None) -> None:
     from distillab.configs import parse_config
 
+    argv = sys.argv[1:] if argv is None else argv
+    if "--merge" in argv:
+        from distillab.generate.merge import merge
+
+        merge(parse_config(MergeConfig, argv))
+        return
     label(parse_config(LabelConfig, argv))
 
 

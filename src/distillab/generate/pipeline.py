@@ -7,7 +7,6 @@ No `from __future__ import annotations` here: distilabel inspects the `StepInput
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from distilabel.models.llms.base import LLM
@@ -86,9 +85,7 @@ def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> P
 
     Pure: builds step objects only; the engine loads when the pipeline runs. Its inputs come with `run`.
     """
-    with Pipeline(
-        name="distillab-generate", cache_dir=str(Path(config.output_dir) / ".distilabel")
-    ) as pipeline:
+    with Pipeline(name="distillab-generate", cache_dir=str(config.run_dir / ".distilabel")) as pipeline:
         teacher = TextGeneration(
             name=TEACHER_STEP,
             llm=llm,
@@ -98,7 +95,7 @@ def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> P
         )
         writer = ShardWriter(
             name="shard_writer",
-            output_dir=config.output_dir,
+            output_dir=str(config.run_dir),
             total=total,
             input_batch_size=config.batch_size,
         )

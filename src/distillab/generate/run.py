@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import check_server
 from distillab.generate.prompts import PromptSet, build_prompt_set
 from distillab.generate.registry import ENGINES
+from distillab.generate.shards import Shard
 
 
 def generate(config: GenerateConfig) -> Path:
     """Run (or resume) a generate job; returns the output folder of the finished dataset."""
-    output_dir = Path(config.output_dir)
+    output_dir = config.run_dir
     previous = read_metadata(output_dir)
     stale = previous is not None and previous.get("config_fingerprint") != config.fingerprint()
     if stale and not config.overwrite:
@@ -43,12 +45,12 @@ def generate(config: GenerateConfig) -> Path:
 
     # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
-    prompts = build_prompt_set(config, tokenizer, context_length)
+    prompts, shard = _own_shard(config, build_prompt_set(config, tokenizer, context_length))
     if ENGINES[config.engine].server:
         check_server(config.base_url)
     _make_writable(output_dir, replace=stale)
 
-    write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None))
+    write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None, shard=shard))
     save_resolved_config(config, output_dir)
     store = ShardStore(output_dir)
     done = store.done_ids()
@@ -63,7 +65,7 @@ def generate(config: GenerateConfig) -> Path:
 
     rows = _collect_rows(store, prompts)
     write_dataset(output_dir, rows)
-    metadata = _metadata(config, prompts, tokenizer, rows=rows)
+    metadata = _metadata(config, prompts, tokenizer, rows=rows, shard=shard)
     write_card(output_dir, render_hard_label_card(metadata))
     write_metadata(output_dir, metadata)
     store.clear()
@@ -72,6 +74,16 @@ def generate(config: GenerateConfig) -> Path:
         f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})"
     )
     return _finish(config, output_dir)
+
+
+def _own_shard(config: GenerateConfig, prompts: PromptSet) -> tuple[PromptSet, dict[str, Any] | None]:
+    """With --shard: the prompt set cut to this shard's requests, and the shard's metadata record."""
+    if not config.shard:
+        return prompts, None
+    shard = Shard.parse(config.shard)
+    positions = shard.positions(prompts.requests)
+    mine = dataclasses.replace(prompts, requests=[prompts.requests[i] for i in positions])
+    return mine, shard.record(positions, total=len(prompts.requests))
 
 
 def _make_writable(output_dir: Path, replace: bool) -> None:
@@ -124,7 +136,11 @@ def _collect_rows(store: ShardStore, prompts: PromptSet) -> list[dict[str, Any]]
 
 
 def _metadata(
-    config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[dict[str, Any]] | None
+    config: GenerateConfig,
+    prompts: PromptSet,
+    tokenizer,
+    rows: list[dict[str, Any]] | None,
+    shard: dict[str, Any] | None = None,
 ) -> dict:
     metadata: dict[str, Any] = {
         "kind": "hard_labels",
@@ -149,18 +165,24 @@ def _metadata(
         },
         "rows": len(rows) if rows is not None else 0,
     }
+    if shard is not None:
+        metadata["shard"] = shard
     if rows is not None:
-        lengths = [r["completion_tokens"] for r in rows]
-        metadata.update(
-            truncation_rate=sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
-            finish_reasons={
-                reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")
-            },
-            prompt_tokens=length_stats([r["prompt_tokens"] for r in rows]),
-            completion_tokens=length_stats(lengths),
-            duplicate_completions=duplicate_count([r["completion"] for r in rows]),
-        )
+        metadata.update(row_statistics(rows))
     return metadata
+
+
+def row_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata entries computed from the finished rows (truncation, finish reasons, lengths, duplicates)."""
+    return {
+        "truncation_rate": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
+        "finish_reasons": {
+            reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")
+        },
+        "prompt_tokens": length_stats([r["prompt_tokens"] for r in rows]),
+        "completion_tokens": length_stats([r["completion_tokens"] for r in rows]),
+        "duplicate_completions": duplicate_count([r["completion"] for r in rows]),
+    }
 
 
 def _finish(config: GenerateConfig, output_dir: Path) -> Path:
