@@ -23,9 +23,9 @@ from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, EngineError, first_line
 from distillab.fileio import utc_timestamp
 from distillab.generate.config import GenerateConfig
-from distillab.generate.engines import check_server
 from distillab.generate.prompts import PromptSet, build_prompt_set
 from distillab.generate.registry import ENGINES
+from distillab.generate.servers import check_servers
 from distillab.generate.shards import Shard
 
 
@@ -47,7 +47,7 @@ def generate(config: GenerateConfig) -> Path:
     tokenizer, context_length = load_teacher_tokenizer(config)
     prompts, shard = _own_shard(config, build_prompt_set(config, tokenizer, context_length))
     if ENGINES[config.engine].server:
-        check_server(config.base_url)
+        check_servers(config.base_url)
     _make_writable(output_dir, replace=stale)
 
     write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None, shard=shard))
