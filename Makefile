@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[cpu,dev]"
+	$(PIP) install -q -c constraints.txt -e ".[cpu,dev,ray]"
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PY) -c "import distillab, torch, trl, distilabel, vllm" >/dev/null
+	$(PY) -c "import distillab, torch, trl, distilabel, vllm, ray" >/dev/null
 	touch $(STAMP)
 
 demo: venv

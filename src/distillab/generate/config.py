@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,45 @@ from distillab.generate.shards import Shard
 
 
 @dataclass
-class GenerateConfig:
+class ScaleOutConfig:
+    """The flags `generate` and `label` share to spread their work (README "Scaling out")."""
+
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: process only shard I of N (a fixed 1/N of the rows, by row id) into "
+            "<output_dir>/shard-I-of-N; join the N shards with `distillab generate --merge DIR... "
+            "--output_dir OUT` (or `distillab label --merge ...`)."
+        },
+    )
+    replicas: int = field(
+        default=1,
+        metadata={
+            "help": "Teacher replicas: each loads its own engine and takes batches as they come "
+            "(with --ray, spread over the Ray cluster)."
+        },
+    )
+    ray: bool = field(
+        default=False, metadata={"help": "Run on Ray as a distilabel RayPipeline (needs distillab[ray])."}
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "With --ray: the cluster to join, auto or HOST:PORT (default: start a local one)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.shard is not None:
+            Shard.parse(self.shard)
+        if self.replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.ray_address and not self.ray:
+            raise ConfigError("--ray_address needs --ray")
+        if self.ray and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--ray needs Ray: pip install 'distillab[ray]'")
+
+
+@dataclass
+class GenerateConfig(ScaleOutConfig):
     # Teacher
     model: str = field(default="", metadata={"help": "Teacher: a Hub model id or a local HF folder."})
     revision: str | None = field(default=None, metadata={"help": "Teacher revision (branch, tag or commit)."})
@@ -143,17 +182,8 @@ class GenerateConfig:
     )
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
-    # Scale-out (README "Scaling out")
-    shard: str | None = field(
-        default=None,
-        metadata={
-            "help": "I/N: generate only shard I of N (a fixed 1/N of the prompts, by row id) into "
-            "<output_dir>/shard-I-of-N; join the N shards with `distillab generate --merge DIR... "
-            "--output_dir OUT`."
-        },
-    )
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.model:
             raise ConfigError("--model is required: a Hub model id or a local HF folder")
         if self.engine not in ENGINES:
@@ -185,8 +215,6 @@ class GenerateConfig:
             raise ConfigError(
                 f"--soft_labels_k needs a local scorer: --soft_labels_engine {' or '.join(SCORERS)}"
             )
-        if self.shard is not None:
-            Shard.parse(self.shard)
 
     @property
     def run_dir(self) -> Path:

@@ -29,6 +29,7 @@ from distillab.data.hardlabels import (
 from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, TAIL, soft_label_fields
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
+from distillab.generate.config import ScaleOutConfig
 from distillab.generate.registry import ENGINES, SCORERS
 from distillab.generate.shards import MergeConfig, Shard
 
@@ -36,7 +37,7 @@ SOFT_SHARDS_DIR = ".soft_shards"
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(ScaleOutConfig):
     dataset: str = field(
         default="", metadata={"help": "Hard-label dataset: a distillab output folder or Hub id."}
     )
@@ -57,16 +58,9 @@ class LabelConfig:
     )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push to."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
-    shard: str | None = field(
-        default=None,
-        metadata={
-            "help": "I/N: score only shard I of N (a fixed 1/N of the rows, by row id) into "
-            "<output_dir>/shard-I-of-N; join the N shards with `distillab label --merge DIR... "
-            "--output_dir OUT`."
-        },
-    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.dataset:
             raise ConfigError("--dataset is required: a hard-label dataset folder or Hub id")
         if self.engine not in SCORERS:
@@ -79,8 +73,6 @@ class LabelConfig:
             raise ConfigError(f"--logprob_dtype must be one of {', '.join(LOGPROB_DTYPES)}")
         if self.output_dir is None and not Path(self.dataset).is_dir():
             raise ConfigError("--output_dir is required when --dataset is not a local folder")
-        if self.shard is not None:
-            Shard.parse(self.shard)
 
     @property
     def run_dir(self) -> Path:
@@ -123,11 +115,17 @@ def label(config: LabelConfig) -> Path:
     _prepare_output(output_dir, config, rows, metadata)
     if shard is not None:
         write_metadata(output_dir, {**read_metadata(output_dir), "shard": shard})
-    store = ShardStore(output_dir, schema=_soft_schema(config.logprob_dtype), subdir=SOFT_SHARDS_DIR)
+    store = soft_shard_store(output_dir, config.logprob_dtype)
     done = store.done_ids()
     todo = [i for i, row in enumerate(rows) if row["id"] not in done]
     print(f"label: {len(rows)} sequences, {len(rows) - len(todo)} already scored")
-    if todo:
+    if todo and (config.ray or config.replicas > 1):
+        from distillab.generate.pipeline import run_label_pipeline
+
+        run_label_pipeline(
+            config, teacher, output_dir, [rows[i]["id"] for i in todo], [sequences[i] for i in todo]
+        )
+    elif todo:
         scorer = ENGINES[config.engine].build_scorer(config, teacher)
         _score_all(scorer, store, rows, sequences, todo, config)
     soft = store.rows()
@@ -178,15 +176,27 @@ def _score_all(scorer, store: ShardStore, rows, sequences, todo: list[int], conf
     with tqdm(total=len(todo), desc="label", unit="seq", dynamic_ncols=True) as progress:
         for begin in range(0, len(todo), config.batch_size):
             batch = todo[begin : begin + config.batch_size]
-            scored = scorer.score([sequences[i][0] for i in batch], [sequences[i][1] for i in batch], k)
-            store.write(
-                [
-                    _soft_row(rows[i]["id"], sequences[i], ids, lps)
-                    for i, (ids, lps) in zip(batch, scored, strict=True)
-                ]
-            )
+            score_batch(scorer, store, [rows[i]["id"] for i in batch], [sequences[i] for i in batch], k)
             progress.update(len(batch))
     scorer.close()
+
+
+def score_batch(
+    scorer, store: ShardStore, row_ids: list[str], sequences: list[tuple[list[int], int]], k: int
+):
+    """Score one batch of (input_ids, completion_start) sequences and write it as one atomic soft shard."""
+    scored = scorer.score([ids for ids, _ in sequences], [start for _, start in sequences], k)
+    store.write(
+        [
+            _soft_row(row_id, sequence, ids, lps)
+            for row_id, sequence, (ids, lps) in zip(row_ids, sequences, scored, strict=True)
+        ]
+    )
+
+
+def soft_shard_store(output_dir: str | Path, logprob_dtype: str) -> ShardStore:
+    """The store of a label run's flushed soft-label rows (`output_dir/.soft_shards`)."""
+    return ShardStore(output_dir, schema=_soft_schema(logprob_dtype), subdir=SOFT_SHARDS_DIR)
 
 
 def _soft_row(row_id: str, sequence: tuple[list[int], int], ids: np.ndarray, logprobs: np.ndarray) -> dict:

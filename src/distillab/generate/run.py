@@ -202,6 +202,9 @@ def _finish(config: GenerateConfig, output_dir: Path) -> Path:
                 device=config.device,
                 max_model_len=config.max_model_len,
                 kv_cache_gib=config.kv_cache_gib,
+                replicas=config.replicas,
+                ray=config.ray,
+                ray_address=config.ray_address,
             )
         )
     if config.push_to_hub:
