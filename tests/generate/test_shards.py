@@ -10,7 +10,7 @@ from distillab import cli
 from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.generate.config import GenerateConfig
 from distillab.generate.prompts import build_prompt_set
-from distillab.generate.shards import Shard
+from distillab.generate.shards import Shard, take_shard
 from tests.cli import in_process_user_error
 from tests.generate.test_generate import FIXTURE_ARGS
 
@@ -30,6 +30,11 @@ def test_every_row_belongs_to_exactly_the_shard_of_its_id_hash():
         for row_id in ids:
             owners = [i for i in range(count) if Shard(i, count).owns(row_id)]
             assert owners == [hash_bucket(row_id, count)]
+    rows = [{"id": row_id} for row_id in ids]
+    mine, record = take_shard("1/3", rows)
+    assert mine == [row for row in rows if hash_bucket(row["id"], 3) == 1]  # in the rows' order
+    assert record == {"index": 1, "count": 3, "total": 200, "positions": [rows.index(row) for row in mine]}
+    assert take_shard(None, rows) == (rows, None)
 
 
 def test_shard_membership_does_not_depend_on_position_or_prompt_count(tiny_teacher):
@@ -37,8 +42,8 @@ def test_shard_membership_does_not_depend_on_position_or_prompt_count(tiny_teach
         config = GenerateConfig(
             model=str(tiny_teacher), generator="basic_arithmetic", num_prompts=num_prompts
         )
-        requests = build_prompt_set(config).requests
-        return {requests[i]["id"] for i in Shard(0, 2).positions(requests)}
+        mine, _ = take_shard("0/2", build_prompt_set(config).requests)
+        return {request["id"] for request in mine}
 
     small, large = shard0_ids(24), shard0_ids(48)
     assert small and small < large  # the first 24 prompts keep their shard when more prompts follow

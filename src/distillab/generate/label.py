@@ -31,7 +31,7 @@ from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
 from distillab.generate.config import ScaleOutConfig
 from distillab.generate.registry import ENGINES, SCORERS
-from distillab.generate.shards import MergeConfig, Shard
+from distillab.generate.shards import MergeConfig, Shard, take_shard
 
 SOFT_SHARDS_DIR = ".soft_shards"
 
@@ -107,7 +107,7 @@ def label(config: LabelConfig) -> Path:
             f"teacher {teacher!r} has a different tokenizer than the one that wrote {config.dataset}"
         )
 
-    rows, shard = _own_shard(config, dataset.to_list())
+    rows, shard = take_shard(config.shard, dataset.to_list())
     sequences = [
         soft_label_sequence(row["messages"], tokenizer, f"row {index} (id {row['id']})")
         for index, row in enumerate(rows)
@@ -143,15 +143,6 @@ def label(config: LabelConfig) -> Path:
     if config.push_to_hub:
         print(f"label: pushed to {push_to_hub(output_dir, config.push_to_hub, private=config.private)}")
     return output_dir
-
-
-def _own_shard(config: LabelConfig, rows: list[dict]) -> tuple[list[dict], dict[str, Any] | None]:
-    """With --shard: this shard's rows, and the shard's metadata record."""
-    if not config.shard:
-        return rows, None
-    shard = Shard.parse(config.shard)
-    positions = shard.positions(rows)
-    return [rows[i] for i in positions], shard.record(positions, total=len(rows))
 
 
 def _prepare_output(output_dir: Path, config: LabelConfig, rows: list[dict], metadata: dict | None) -> None:

@@ -26,7 +26,7 @@ from distillab.generate.config import GenerateConfig
 from distillab.generate.prompts import PromptSet, build_prompt_set
 from distillab.generate.registry import ENGINES
 from distillab.generate.servers import check_servers
-from distillab.generate.shards import Shard
+from distillab.generate.shards import take_shard
 
 
 def generate(config: GenerateConfig) -> Path:
@@ -45,7 +45,9 @@ def generate(config: GenerateConfig) -> Path:
 
     # Validate everything before the first byte is written.
     tokenizer, context_length = load_teacher_tokenizer(config)
-    prompts, shard = _own_shard(config, build_prompt_set(config, tokenizer, context_length))
+    prompts = build_prompt_set(config, tokenizer, context_length)
+    requests, shard = take_shard(config.shard, prompts.requests)
+    prompts = dataclasses.replace(prompts, requests=requests)
     if ENGINES[config.engine].server:
         check_servers(config.base_url)
     _make_writable(output_dir, replace=stale)
@@ -74,16 +76,6 @@ def generate(config: GenerateConfig) -> Path:
         f"generate: wrote {len(rows)} rows to {output_dir} (truncation rate {metadata['truncation_rate']:.1%})"
     )
     return _finish(config, output_dir)
-
-
-def _own_shard(config: GenerateConfig, prompts: PromptSet) -> tuple[PromptSet, dict[str, Any] | None]:
-    """With --shard: the prompt set cut to this shard's requests, and the shard's metadata record."""
-    if not config.shard:
-        return prompts, None
-    shard = Shard.parse(config.shard)
-    positions = shard.positions(prompts.requests)
-    mine = dataclasses.replace(prompts, requests=[prompts.requests[i] for i in positions])
-    return mine, shard.record(positions, total=len(prompts.requests))
 
 
 def _make_writable(output_dir: Path, replace: bool) -> None:

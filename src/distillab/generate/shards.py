@@ -39,16 +39,21 @@ class Shard:
         digest = hashlib.sha256(row_id.encode()).digest()
         return int.from_bytes(digest[:8], "big") % self.count == self.index
 
-    def positions(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Positions (in the full row order) of the rows this shard owns."""
-        return [position for position, row in enumerate(rows) if self.owns(row["id"])]
-
     def folder(self, output_dir: str | Path) -> Path:
         return Path(output_dir) / f"shard-{self.index}-of-{self.count}"
 
-    def record(self, positions: list[int], total: int) -> dict[str, Any]:
-        """The `shard` entry of the shard's metadata: enough for `--merge` to restore the full row order."""
-        return {"index": self.index, "count": self.count, "total": total, "positions": positions}
+
+def take_shard(
+    spec: str | None, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """With a `--shard I/N` spec: the rows shard I owns, and the `shard` entry of its metadata (where its rows sit
+    in the full row order, for `--merge`). Without one: every row, and None."""
+    if spec is None:
+        return rows, None
+    shard = Shard.parse(spec)
+    positions = [position for position, row in enumerate(rows) if shard.owns(row["id"])]
+    record = {"index": shard.index, "count": shard.count, "total": len(rows), "positions": positions}
+    return [rows[position] for position in positions], record
 
 
 @dataclass
