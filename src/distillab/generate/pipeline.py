@@ -188,7 +188,8 @@ def build_label_pipeline(config: LabelConfig, teacher: str, output_dir: Path) ->
     with Pipeline(name="distillab-label", cache_dir=str(output_dir / ".distilabel")) as pipeline:
         SoftLabelWriter(
             name="scorer",
-            label_config=dataclasses.asdict(config),
+            # output_dir absolute: the scorers re-validate the config wherever Ray runs them
+            label_config={**dataclasses.asdict(config), "output_dir": str(output_dir)},
             teacher=teacher,
             output_dir=str(output_dir),
             input_batch_size=config.batch_size,
