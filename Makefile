@@ -38,7 +38,7 @@ test-fast: venv
 
 bench: venv
 	$(VENV)/bin/distillab assets smollm2
-	for b in generate sft kd kd_loss_memory scaling_fit; do echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
+	for b in generate generate_scale sft kd kd_loss_memory scaling_fit; do echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
