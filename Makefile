@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[cpu,dev]"
+	$(PIP) install -q -c constraints.txt -e ".[cpu,dev,ray]"
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PY) -c "import distillab, torch, trl, distilabel, vllm" >/dev/null
+	$(PY) -c "import distillab, torch, trl, distilabel, vllm, ray" >/dev/null
 	touch $(STAMP)
 
 demo: venv
@@ -38,7 +38,7 @@ test-fast: venv
 
 bench: venv
 	$(VENV)/bin/distillab assets smollm2
-	for b in generate sft kd kd_loss_memory scaling_fit; do echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
+	for b in generate generate_scale sft kd kd_loss_memory scaling_fit; do echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

@@ -55,12 +55,11 @@ def test_transformers_teacher_from_config():
     assert sampled.generation_kwargs == {**greedy, "temperature": 0.7, "seed": 5}
 
 
-def test_server_teacher_from_config(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+def test_server_teacher_from_config():
     resolved = config(engine="openai", base_url="http://x/v1", temperature=0.5, top_k=3, stop=["\n"])
     teacher = ENGINES["openai"].build_teacher(resolved)
     assert isinstance(teacher, ServerTeacher)
-    assert teacher.base_url == "http://x/v1" and teacher.api_key.get_secret_value() == "EMPTY"
+    assert teacher.base_urls == ["http://x/v1"] and teacher.api_key_env == "OPENAI_API_KEY"
     # OpenAI's API takes neither top_k nor a seed here.
     assert teacher.generation_kwargs == {
         "max_new_tokens": 512,

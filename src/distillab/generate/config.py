@@ -2,15 +2,57 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from distillab.configs import config_fingerprint
 from distillab.errors import ConfigError
 from distillab.generate.registry import ENGINES, SCORERS
+from distillab.generate.servers import server_urls
+from distillab.generate.shards import Shard
 
 
 @dataclass
-class GenerateConfig:
+class ScaleOutConfig:
+    """The flags `generate` and `label` share to spread their work (README "Scaling out")."""
+
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "I/N: process only shard I of N (a fixed 1/N of the rows, by row id) into "
+            "<output_dir>/shard-I-of-N; join the N shards with `distillab generate --merge DIR... "
+            "--output_dir OUT` (or `distillab label --merge ...`)."
+        },
+    )
+    replicas: int = field(
+        default=1,
+        metadata={
+            "help": "Teacher replicas: each loads its own engine and takes batches as they come "
+            "(with --ray, spread over the Ray cluster)."
+        },
+    )
+    ray: bool = field(
+        default=False, metadata={"help": "Run on Ray as a distilabel RayPipeline (needs distillab[ray])."}
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "With --ray: the cluster to join, auto or HOST:PORT (default: start a local one)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.shard is not None:
+            Shard.parse(self.shard)
+        if self.replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {self.replicas}")
+        if self.ray_address and not self.ray:
+            raise ConfigError("--ray_address needs --ray")
+        if self.ray and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--ray needs Ray: pip install 'distillab[ray]'")
+
+
+@dataclass
+class GenerateConfig(ScaleOutConfig):
     # Teacher
     model: str = field(default="", metadata={"help": "Teacher: a Hub model id or a local HF folder."})
     revision: str | None = field(default=None, metadata={"help": "Teacher revision (branch, tag or commit)."})
@@ -25,8 +67,12 @@ class GenerateConfig:
             "vLLM/OpenAI-compatible server, see --base_url) or transformers (always available)."
         },
     )
-    base_url: str | None = field(
-        default=None, metadata={"help": "Server URL for --engine openai, e.g. http://localhost:8000/v1."}
+    base_url: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Server URL(s) for --engine openai, e.g. http://localhost:8000/v1; several URLs, or "
+            "@file with one per line, spread the requests over several servers."
+        },
     )
     api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "Env var holding the server's API key."}
@@ -47,6 +93,23 @@ class GenerateConfig:
         },
     )
     enforce_eager: bool = field(default=False, metadata={"help": "vLLM: disable CUDA graphs / compilation."})
+    max_in_flight: int = field(
+        default=32, metadata={"help": "--engine openai: most requests in flight per server."}
+    )
+    retries: int = field(
+        default=5,
+        metadata={
+            "help": "--engine openai: retries of a request after a transient error (5xx, 429, timeout, "
+            "refused connection), on another server when there is one; a row that still fails is left "
+            "for a rerun."
+        },
+    )
+    retry_backoff_s: float = field(
+        default=1.0, metadata={"help": "--engine openai: first retry delay in seconds, doubled each retry."}
+    )
+    request_timeout_s: float = field(
+        default=600.0, metadata={"help": "--engine openai: seconds before a request counts as timed out."}
+    )
 
     # Prompts
     dataset: str | None = field(
@@ -119,6 +182,7 @@ class GenerateConfig:
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.model:
             raise ConfigError("--model is required: a Hub model id or a local HF folder")
         if self.engine not in ENGINES:
@@ -126,15 +190,20 @@ class GenerateConfig:
         engine = ENGINES[self.engine]
         if engine.server and not self.base_url:
             raise ConfigError(f"--engine {self.engine} needs --base_url, e.g. http://localhost:8000/v1")
+        self.base_url = server_urls(self.base_url)
         if bool(self.dataset) == bool(self.generator):
             raise ConfigError("give exactly one prompt source: --dataset (Hub id or file) or --generator")
         if self.batch_size is None:
             self.batch_size = engine.batch_size
-        for name in ("max_new_tokens", "num_generations", "batch_size"):
+            if engine.server:  # enough requests per engine call to keep every server busy
+                self.batch_size = max(self.batch_size, len(self.base_url) * self.max_in_flight)
+        for name in ("max_new_tokens", "num_generations", "batch_size", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.num_prompts is not None and self.num_prompts < 1:
             raise ConfigError(f"--num_prompts must be >= 1, got {self.num_prompts}")
+        if self.retries < 0 or self.retry_backoff_s < 0 or self.request_timeout_s <= 0:
+            raise ConfigError("--retries and --retry_backoff_s must be >= 0, --request_timeout_s > 0")
         if self.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
         if self.soft_labels_k < 0:
@@ -145,6 +214,11 @@ class GenerateConfig:
             raise ConfigError(
                 f"--soft_labels_k needs a local scorer: --soft_labels_engine {' or '.join(SCORERS)}"
             )
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder this process writes: output_dir, or its shard-I-of-N folder with --shard."""
+        return Shard.parse(self.shard).folder(self.output_dir) if self.shard else Path(self.output_dir)
 
     @property
     def greedy(self) -> bool:

@@ -5,7 +5,7 @@
   defaults to greedy).
 - `VLLMTeacher`: the small adapter distilabel's `vLLM` needs for current vLLM (no `logits_processors` in
   SamplingParams, token-id prompts, finish reasons, a clean engine shutdown).
-- `ServerTeacher`: distilabel's OpenAI client for a running vLLM/OpenAI-compatible server, plus finish reasons.
+- `ServerTeacher`: running vLLM/OpenAI-compatible servers (one or many), through generate/servers.py's pool.
 
 Each builds itself from the generate config (`from_config`); generate/registry.py maps `--engine` names to them.
 """
@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from distilabel.models.llms import OpenAILLM, vLLM
-from distilabel.models.llms.base import LLM
+from distilabel.models.llms import vLLM
+from distilabel.models.llms.base import LLM, AsyncLLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import PrivateAttr
 
 from distillab.devices import resolve_device, resolve_dtype
 from distillab.errors import EngineError
+from distillab.generate.servers import ServerFailure, ServerPool
 
 # vLLM on CPU: gpu_memory_utilization would mean "fraction of host RAM", so the KV cache gets a fixed size.
 CPU_KV_CACHE_GIB = 2.0
@@ -254,37 +255,85 @@ class VLLMTeacher(vLLM):
             self._model = None
 
 
-class ServerTeacher(OpenAILLM):
-    """A vLLM/OpenAI-compatible chat server; adds the finish reason to the statistics."""
+class ServerTeacher(AsyncLLM):
+    """vLLM/OpenAI-compatible chat servers (one or many, see generate/servers.py); a row whose request fails on
+    every try gets no generation, so the run stays incomplete and a rerun retries it."""
+
+    model: str
+    base_urls: list[str]
+    api_key_env: str = "OPENAI_API_KEY"
+    max_in_flight: int = 32
+    retries: int = 5
+    retry_backoff_s: float = 1.0
+    request_timeout_s: float = 600.0
+
+    _clients: list[Any] = PrivateAttr(default_factory=list)
+    _pool: Any = PrivateAttr(None)
 
     @classmethod
     def from_config(cls, config: GenerateConfig) -> ServerTeacher:
         kwargs = {k: v for k, v in generation_kwargs(config).items() if k not in {"top_k", "seed"}}
-        # Local vLLM servers accept any key; hosted ones read it from the environment.
-        api_key = os.environ.get(config.api_key_env) or "EMPTY"
-        return cls(model=config.model, base_url=config.base_url, api_key=api_key, generation_kwargs=kwargs)
+        return cls(
+            model=config.model,
+            base_urls=config.base_url,
+            api_key_env=config.api_key_env,
+            max_in_flight=config.max_in_flight,
+            retries=config.retries,
+            retry_backoff_s=config.retry_backoff_s,
+            request_timeout_s=config.request_timeout_s,
+            generation_kwargs=kwargs,
+        )
 
-    def _generations_from_openai_completion(self, completion) -> GenerateOutput:  # type: ignore[override]
-        out = super()._generations_from_openai_completion(completion)
+    def load(self) -> None:
+        super().load()
+        from openai import AsyncOpenAI
+
+        # Local vLLM servers accept any key; hosted ones read it from the environment.
+        api_key = os.environ.get(self.api_key_env) or "EMPTY"
+        self._clients = [
+            AsyncOpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=self.request_timeout_s)
+            for url in self.base_urls
+        ]
+        self._pool = ServerPool(self.base_urls, self.max_in_flight, self.retries, self.retry_backoff_s)
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    async def agenerate(  # type: ignore[override]
+        self,
+        input: FormattedInput,
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+    ) -> GenerateOutput:
+        """One chat request through the server pool (distilabel runs a batch of them concurrently)."""
+
+        def send(server: int):
+            return self._clients[server].chat.completions.create(
+                model=self.model,
+                messages=input,
+                n=num_generations,
+                max_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+            )
+
+        try:
+            completion = await self._pool.run(send)
+        except ServerFailure as err:
+            self._logger.warning(f"a request failed, its row is left for a rerun: {err}")  # type: ignore[attr-defined]
+            return prepare_output([None] * num_generations, input_tokens=[0], output_tokens=[0])
+        usage = completion.usage
+        out = prepare_output(
+            [choice.message.content for choice in completion.choices],
+            input_tokens=[usage.prompt_tokens if usage else 0],
+            output_tokens=[usage.completion_tokens if usage else 0],
+        )
         out["statistics"]["finish_reason"] = [
             "length" if choice.finish_reason == "length" else "stop" for choice in completion.choices
         ]
         return out
-
-
-def check_server(base_url: str, timeout: float = 5.0) -> None:
-    """Fail fast with a one-line error when an OpenAI-compatible server does not answer."""
-    import urllib.error
-    import urllib.request
-
-    url = base_url.rstrip("/") + "/models"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return
-    except urllib.error.HTTPError as err:
-        if err.code in {401, 403}:  # reachable, just wants a key
-            return
-        raise EngineError(f"server at {base_url} answered {err.code} for /models") from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise EngineError(f"cannot reach server at {base_url}: {reason}") from None

@@ -5,6 +5,7 @@ Also run by `distillab generate --soft_labels_k K` right after the hard labels a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,16 @@ from distillab.data.softlabels import ALIGNMENT, LOGPROB_DTYPES, SOFT_COLUMNS, T
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, exit_on_user_error
 from distillab.fileio import check_output_dir
+from distillab.generate.config import ScaleOutConfig
 from distillab.generate.registry import ENGINES, SCORERS
+from distillab.generate.shards import MergeConfig, Shard, take_shard
 from distillab.modelfiles import check_model_files
 
 SOFT_SHARDS_DIR = ".soft_shards"
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(ScaleOutConfig):
     dataset: str = field(
         default="", metadata={"help": "Hard-label dataset: a distillab output folder or Hub id."}
     )
@@ -59,6 +62,7 @@ class LabelConfig:
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.dataset:
             raise ConfigError("--dataset is required: a hard-label dataset folder or Hub id")
         if self.engine not in SCORERS:
@@ -72,12 +76,18 @@ class LabelConfig:
         if self.output_dir is None and not Path(self.dataset).is_dir():
             raise ConfigError("--output_dir is required when --dataset is not a local folder")
 
+    @property
+    def run_dir(self) -> Path:
+        """The folder this process writes: the output folder, or its shard-I-of-N folder with --shard."""
+        output_dir = Path(self.output_dir or self.dataset)
+        return Shard.parse(self.shard).folder(output_dir) if self.shard else output_dir
+
 
 def label(config: LabelConfig) -> Path:
     """Score every row's full chat sequence with the teacher and store top-k soft labels beside the hard labels."""
     from transformers import AutoConfig, AutoTokenizer
 
-    output_dir = Path(config.output_dir or config.dataset)
+    output_dir = config.run_dir
     check_output_dir(output_dir)
     dataset = load_hard_labels(config.dataset)
     metadata = read_metadata(config.dataset) if Path(config.dataset).is_dir() else None
@@ -101,22 +111,30 @@ def label(config: LabelConfig) -> Path:
             f"teacher {teacher!r} has a different tokenizer than the one that wrote {config.dataset}"
         )
 
-    rows = dataset.to_list()
+    rows, shard = take_shard(config.shard, dataset.to_list())
     sequences = [
         soft_label_sequence(row["messages"], tokenizer, f"row {index} (id {row['id']})")
         for index, row in enumerate(rows)
     ]
     _prepare_output(output_dir, config, rows, metadata)
-    store = ShardStore(output_dir, schema=_soft_schema(config.logprob_dtype), subdir=SOFT_SHARDS_DIR)
+    if shard is not None:
+        write_metadata(output_dir, {**read_metadata(output_dir), "shard": shard})
+    store = soft_shard_store(output_dir, config.logprob_dtype)
     done = store.done_ids()
     todo = [i for i, row in enumerate(rows) if row["id"] not in done]
     print(f"label: {len(rows)} sequences, {len(rows) - len(todo)} already scored")
-    if todo:
+    if todo and (config.ray or config.replicas > 1):
+        from distillab.generate.pipeline import run_label_pipeline
+
+        run_label_pipeline(
+            config, teacher, output_dir, [rows[i]["id"] for i in todo], [sequences[i] for i in todo]
+        )
+    elif todo:
         scorer = ENGINES[config.engine].build_scorer(config, teacher)
         _score_all(scorer, store, rows, sequences, todo, config)
     soft = store.rows()
     merged = [{**row, **{c: soft[row["id"]][c] for c in SOFT_COLUMNS}} for row in rows]
-    files = write_dataset(output_dir, merged, schema=_full_schema(config.logprob_dtype))
+    files = write_dataset(output_dir, merged, schema=full_schema(config.logprob_dtype))
     metadata = read_metadata(output_dir)
     metadata["soft_labels"] = _soft_metadata(config, teacher, vocab_size, fingerprint, merged, files)
     write_card(output_dir, render_hard_label_card(metadata))
@@ -153,15 +171,27 @@ def _score_all(scorer, store: ShardStore, rows, sequences, todo: list[int], conf
     with tqdm(total=len(todo), desc="label", unit="seq", dynamic_ncols=True) as progress:
         for begin in range(0, len(todo), config.batch_size):
             batch = todo[begin : begin + config.batch_size]
-            scored = scorer.score([sequences[i][0] for i in batch], [sequences[i][1] for i in batch], k)
-            store.write(
-                [
-                    _soft_row(rows[i]["id"], sequences[i], ids, lps)
-                    for i, (ids, lps) in zip(batch, scored, strict=True)
-                ]
-            )
+            score_batch(scorer, store, [rows[i]["id"] for i in batch], [sequences[i] for i in batch], k)
             progress.update(len(batch))
     scorer.close()
+
+
+def score_batch(
+    scorer, store: ShardStore, row_ids: list[str], sequences: list[tuple[list[int], int]], k: int
+):
+    """Score one batch of (input_ids, completion_start) sequences and write it as one atomic soft shard."""
+    scored = scorer.score([ids for ids, _ in sequences], [start for _, start in sequences], k)
+    store.write(
+        [
+            _soft_row(row_id, sequence, ids, lps)
+            for row_id, sequence, (ids, lps) in zip(row_ids, sequences, scored, strict=True)
+        ]
+    )
+
+
+def soft_shard_store(output_dir: str | Path, logprob_dtype: str) -> ShardStore:
+    """The store of a label run's flushed soft-label rows (`output_dir/.soft_shards`)."""
+    return ShardStore(output_dir, schema=_soft_schema(logprob_dtype), subdir=SOFT_SHARDS_DIR)
 
 
 def _soft_row(row_id: str, sequence: tuple[list[int], int], ids: np.ndarray, logprobs: np.ndarray) -> dict:
@@ -181,12 +211,12 @@ def _soft_schema(logprob_dtype: str) -> pa.Schema:
     return pa.schema([("id", pa.string()), *soft_label_fields(logprob_dtype)])
 
 
-def _full_schema(logprob_dtype: str) -> pa.Schema:
+def full_schema(logprob_dtype: str) -> pa.Schema:
+    """The hard-label schema plus the soft-label columns."""
     return pa.schema([*SCHEMA, *soft_label_fields(logprob_dtype)])
 
 
 def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dict[str, Any]:
-    scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
     return {
         "complete": True,
         "k": config.soft_labels_k,
@@ -199,6 +229,14 @@ def _soft_metadata(config, teacher, vocab_size, fingerprint, rows, files) -> dic
         "logprob_dtype": config.logprob_dtype,
         "alignment": ALIGNMENT,
         "tail": TAIL,
+        **soft_statistics(rows, files),
+    }
+
+
+def soft_statistics(rows: list[dict], files: list[Path]) -> dict[str, Any]:
+    """The soft-label metadata entries computed from the finished rows and their data files."""
+    scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
+    return {
         "scored_tokens": scored_tokens,
         "bytes_per_token": _soft_bytes(rows, files) / max(scored_tokens, 1),
     }
@@ -216,6 +254,12 @@ def _soft_bytes(rows: list[dict], files: list[Path]) -> int:
 def main(argv: list[str] | None = None) -> None:
     from distillab.configs import parse_config
 
+    argv = sys.argv[1:] if argv is None else argv
+    if "--merge" in argv:
+        from distillab.generate.merge import merge
+
+        merge(parse_config(MergeConfig, argv))
+        return
     label(parse_config(LabelConfig, argv))
 
 

@@ -1,24 +1,33 @@
-"""The distilabel pipeline: requests -> TextGeneration (teacher engine) -> ShardWriter (flush rows to disk).
+"""The distilabel pipelines, each built by a pure builder and run separately (as open-r1's generate.py does):
 
-`build_distilabel_pipeline` only builds it (the way open-r1's generate.py does); `run_pipeline` runs it.
+- generate: requests -> TextGeneration (the teacher engine) -> ShardWriter (rows flushed to disk);
+- label with --replicas / --ray: sequences -> SoftLabelWriter (scored; soft-label rows flushed to disk).
+
+`--replicas N` runs N replicas of the engine step (distilabel step replicas); `--ray` runs the same pipeline as
+distilabel's RayPipeline, its replicas spread over a Ray cluster. The writers key rows by id in atomic shards, so
+a killed run resumes with nothing lost or done twice.
 
 No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
 """
 
+import dataclasses
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
-from distilabel.steps import Step, StepInput
+from distilabel.pipeline.base import BasePipeline
+from distilabel.steps import Step, StepInput, StepResources
 from distilabel.steps.tasks import TextGeneration
 from pydantic import PrivateAttr
 
 from distillab.data.hardlabels import ShardStore
 from distillab.errors import EngineError
-from distillab.generate.config import GenerateConfig
+from distillab.generate.config import GenerateConfig, ScaleOutConfig
+from distillab.generate.label import LabelConfig
 from distillab.generate.registry import ENGINES
 
 TEACHER_STEP = "teacher"
@@ -81,29 +90,30 @@ class ShardWriter(Step):
         super().unload()
 
 
-def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> Pipeline:
-    """The generate pipeline, built but not run: TextGeneration (`llm`, the teacher) -> ShardWriter.
+def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> BasePipeline:
+    """The generate pipeline, built but not run: TextGeneration (`llm`, the teacher; `config.replicas` of it)
+    -> ShardWriter. With `config.ray` a RayPipeline that joins (or starts) the Ray cluster when it runs.
 
     Pure: builds step objects only; the engine loads when the pipeline runs. Its inputs come with `run`.
     """
-    with Pipeline(
-        name="distillab-generate", cache_dir=str(Path(config.output_dir) / ".distilabel")
-    ) as pipeline:
+    run_dir = config.run_dir.resolve()  # Ray workers may run elsewhere than this directory
+    with Pipeline(name="distillab-generate", cache_dir=str(run_dir / ".distilabel")) as pipeline:
         teacher = TextGeneration(
             name=TEACHER_STEP,
             llm=llm,
             input_batch_size=config.batch_size,
             add_raw_input=True,
             add_raw_output=False,
+            resources=StepResources(replicas=config.replicas),
         )
         writer = ShardWriter(
             name="shard_writer",
-            output_dir=config.output_dir,
+            output_dir=str(run_dir),
             total=total,
             input_batch_size=config.batch_size,
         )
         teacher >> writer
-    return pipeline
+    return _on_ray(pipeline, config) if config.ray else pipeline
 
 
 def _pipeline_inputs(config: GenerateConfig, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -122,17 +132,103 @@ def _pipeline_inputs(config: GenerateConfig, requests: list[dict[str, Any]]) -> 
 
 def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None:
     """Generate every request through distilabel; rows land in the shard store as batches finish."""
-    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
     inputs = _pipeline_inputs(config, requests)
     llm = ENGINES[config.engine].build_teacher(config)
     pipeline = build_distilabel_pipeline(config, llm, total=len(inputs))
+    _execute(pipeline, inputs, config.batch_size, f"the {config.engine} teacher engine")
+
+
+class SoftLabelWriter(Step):
+    """Scores each batch with the teacher (the label config's scorer) and writes it as one atomic soft shard."""
+
+    label_config: dict[str, Any]  # a LabelConfig's fields: steps must serialise
+    teacher: str
+    output_dir: str
+
+    _scorer: Any = PrivateAttr(None)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["id", "input_ids", "completion_start"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return []
+
+    def load(self) -> None:
+        super().load()
+        from distillab.generate.label import LabelConfig
+
+        config = LabelConfig(**self.label_config)
+        self._scorer = ENGINES[config.engine].build_scorer(config, self.teacher)
+
+    def process(self, inputs: StepInput):  # type: ignore[override]
+        from distillab.generate.label import score_batch, soft_shard_store
+
+        store = soft_shard_store(self.output_dir, self.label_config["logprob_dtype"])
+        sequences = [(item["input_ids"], item["completion_start"]) for item in inputs]
+        score_batch(
+            self._scorer,
+            store,
+            [item["id"] for item in inputs],
+            sequences,
+            self.label_config["soft_labels_k"],
+        )
+        yield [{"id": item["id"]} for item in inputs]
+
+    def unload(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+        super().unload()
+
+
+def build_label_pipeline(config: LabelConfig, teacher: str, output_dir: Path) -> BasePipeline:
+    """The label pipeline for --replicas / --ray, built but not run: `config.replicas` SoftLabelWriters."""
+    output_dir = output_dir.resolve()
+    with Pipeline(name="distillab-label", cache_dir=str(output_dir / ".distilabel")) as pipeline:
+        SoftLabelWriter(
+            name="scorer",
+            # output_dir absolute: the scorers re-validate the config wherever Ray runs them
+            label_config={**dataclasses.asdict(config), "output_dir": str(output_dir)},
+            teacher=teacher,
+            output_dir=str(output_dir),
+            input_batch_size=config.batch_size,
+            resources=StepResources(replicas=config.replicas),
+        )
+    return _on_ray(pipeline, config) if config.ray else pipeline
+
+
+def run_label_pipeline(
+    config: LabelConfig,
+    teacher: str,
+    output_dir: Path,
+    row_ids: list[str],
+    sequences: list[tuple[list[int], int]],
+) -> None:
+    """Score the sequences with `config.replicas` scorers (on Ray with `config.ray`); rows land in the soft
+    shard store as batches finish."""
+    inputs = [
+        {"id": row_id, "input_ids": ids, "completion_start": start}
+        for row_id, (ids, start) in zip(row_ids, sequences, strict=True)
+    ]
+    pipeline = build_label_pipeline(config, teacher, output_dir)
+    _execute(pipeline, inputs, config.batch_size, f"the {config.engine} scorer")
+    shutil.rmtree(output_dir / ".distilabel", ignore_errors=True)
+
+
+def _on_ray(pipeline: Pipeline, config: ScaleOutConfig) -> BasePipeline:
+    """The same pipeline as a distilabel RayPipeline that joins `config.ray_address` (or starts a local Ray)."""
+    return pipeline.ray(ray_init_kwargs={"address": config.ray_address} if config.ray_address else None)
+
+
+def _execute(pipeline: BasePipeline, inputs: list[dict[str, Any]], batch_size: int, engine: str) -> None:
+    """Run a built pipeline over `inputs`; a failed step is one EngineError naming `engine`."""
+    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
     root_handlers = list(logging.getLogger().handlers)
     try:
-        pipeline.run(dataset=inputs, dataset_batch_size=config.batch_size, use_cache=False)
+        pipeline.run(dataset=inputs, dataset_batch_size=batch_size, use_cache=False)
     except RuntimeError as err:  # distilabel logs the step's own traceback above this
-        raise EngineError(
-            f"the {config.engine} teacher engine failed ({err}); its error is logged above"
-        ) from None
+        raise EngineError(f"{engine} failed ({err}); its error is logged above") from None
     finally:
         # distilabel routes the root logger into a queue it closes at the end: give the root logger back.
         logging.getLogger().handlers = root_handlers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,16 @@ from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError, EngineError, first_line
 from distillab.fileio import check_output_dir, utc_timestamp
 from distillab.generate.config import GenerateConfig
-from distillab.generate.engines import check_server
 from distillab.generate.prompts import PromptSet, build_prompt_set
 from distillab.generate.registry import ENGINES
+from distillab.generate.servers import check_servers
+from distillab.generate.shards import take_shard
 from distillab.modelfiles import check_model_files
 
 
 def generate(config: GenerateConfig) -> Path:
     """Run (or resume) a generate job; returns the output folder of the finished dataset."""
-    output_dir = Path(config.output_dir)
+    output_dir = config.run_dir
     check_output_dir(output_dir)
     previous = read_metadata(output_dir)
     stale = previous is not None and previous.get("config_fingerprint") != config.fingerprint()
@@ -47,13 +49,15 @@ def generate(config: GenerateConfig) -> Path:
     tokenizer, context_length = load_teacher_tokenizer(config)
     check_model_files(config.model)
     prompts = build_prompt_set(config, tokenizer, context_length)
+    requests, shard = take_shard(config.shard, prompts.requests)
+    prompts = dataclasses.replace(prompts, requests=requests)
     if ENGINES[config.engine].server:
-        check_server(config.base_url)
+        check_servers(config.base_url)
     if stale:
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None))
+    write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None, shard=shard))
     save_resolved_config(config, output_dir)
     store = ShardStore(output_dir)
     done = store.done_ids()
@@ -68,7 +72,7 @@ def generate(config: GenerateConfig) -> Path:
 
     rows = _collect_rows(store, prompts)
     write_dataset(output_dir, rows)
-    metadata = _metadata(config, prompts, tokenizer, rows=rows)
+    metadata = _metadata(config, prompts, tokenizer, rows=rows, shard=shard)
     write_card(output_dir, render_hard_label_card(metadata))
     write_metadata(output_dir, metadata)
     store.clear()
@@ -117,7 +121,11 @@ def _collect_rows(store: ShardStore, prompts: PromptSet) -> list[dict[str, Any]]
 
 
 def _metadata(
-    config: GenerateConfig, prompts: PromptSet, tokenizer, rows: list[dict[str, Any]] | None
+    config: GenerateConfig,
+    prompts: PromptSet,
+    tokenizer,
+    rows: list[dict[str, Any]] | None,
+    shard: dict[str, Any] | None = None,
 ) -> dict:
     metadata: dict[str, Any] = {
         "kind": "hard_labels",
@@ -142,18 +150,24 @@ def _metadata(
         },
         "rows": len(rows) if rows is not None else 0,
     }
+    if shard is not None:
+        metadata["shard"] = shard
     if rows is not None:
-        lengths = [r["completion_tokens"] for r in rows]
-        metadata.update(
-            truncation_rate=sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
-            finish_reasons={
-                reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")
-            },
-            prompt_tokens=length_stats([r["prompt_tokens"] for r in rows]),
-            completion_tokens=length_stats(lengths),
-            duplicate_completions=duplicate_count([r["completion"] for r in rows]),
-        )
+        metadata.update(row_statistics(rows))
     return metadata
+
+
+def row_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata entries computed from the finished rows (truncation, finish reasons, lengths, duplicates)."""
+    return {
+        "truncation_rate": sum(r["finish_reason"] == "length" for r in rows) / max(len(rows), 1),
+        "finish_reasons": {
+            reason: sum(r["finish_reason"] == reason for r in rows) for reason in ("stop", "length")
+        },
+        "prompt_tokens": length_stats([r["prompt_tokens"] for r in rows]),
+        "completion_tokens": length_stats([r["completion_tokens"] for r in rows]),
+        "duplicate_completions": duplicate_count([r["completion"] for r in rows]),
+    }
 
 
 def _finish(config: GenerateConfig, output_dir: Path) -> Path:
@@ -173,6 +187,9 @@ def _finish(config: GenerateConfig, output_dir: Path) -> Path:
                 device=config.device,
                 max_model_len=config.max_model_len,
                 kv_cache_gib=config.kv_cache_gib,
+                replicas=config.replicas,
+                ray=config.ray,
+                ray_address=config.ray_address,
             )
         )
     if config.push_to_hub:
