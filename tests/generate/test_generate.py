@@ -182,6 +182,13 @@ def user_error(capsys, argv) -> str:
         ([{"prompt": "a"}, {"prompt": ""}], [], "row 1: field 'prompt' is empty in {file}"),
         ([{"prompt": "a"}, {"prompt": None}], [], "row 1: field 'prompt' is NoneType, not a string"),
         ([{"prompt": "x" * 3000}], [], "row 0: prompt is"),
+        ([{"prompt": None}, {"prompt": 3}], [], "row 0: field 'prompt' is NoneType, not a string"),
+        (
+            [{"prompt": None}, {"prompt": 3}],
+            ["--skip_invalid"],
+            "no valid prompts left in {file} (2 invalid)",
+        ),
+        ([], [], "the prompt file {file} is empty"),
         ([{"prompt": "a"}], ["--engine", "tgi"], "unknown --engine 'tgi'"),
         (
             [{"prompt": "a"}],
@@ -208,6 +215,28 @@ def test_bad_input(tmp_path, tiny_teacher, capsys, rows, extra, message):
         ],
     )
     assert message.format(file=prompts) in line
+    assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_prompt_file_that_is_not_utf8(tmp_path, tiny_teacher, capsys, suffix):
+    prompts = tmp_path / f"p{suffix}"
+    prompts.write_bytes(
+        {".jsonl": b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n', ".csv": b"prompt\na\ncaf\xe9\n"}[suffix]
+    )
+    output_dir = tmp_path / "out"
+    argv = [
+        "generate",
+        "--model",
+        str(tiny_teacher),
+        "--dataset",
+        str(prompts),
+        "--output_dir",
+        str(output_dir),
+    ]
+    for extra in ([], ["--skip_invalid"]):
+        line = user_error(capsys, [*argv, *extra])
+        assert f"the prompt file {prompts} is not UTF-8 text (line {2 if suffix == '.jsonl' else 3}:" in line
     assert not output_dir.exists()
 
 
