@@ -84,6 +84,13 @@ def check_choices(config: Any) -> None:
             raise ConfigError(f"{item.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
+def model_reference(name_or_path: str) -> str:
+    """A model as configs and outputs record it: a local folder by its absolute path (so a dataset or run that
+    names it works from any directory), a Hub id unchanged."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
 def _arguments(argv: Sequence[str] | None) -> list[str]:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--config" in args:

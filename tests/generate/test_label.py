@@ -133,3 +133,22 @@ def test_soft_labels_need_a_local_scorer():
         GenerateConfig(
             model="m", generator="chain_sum", engine="openai", base_url="http://x/v1", soft_labels_k=8
         )
+
+
+def test_a_relative_teacher_path_is_recorded_absolute(tmp_path, tiny_teacher, monkeypatch):
+    """A dataset made with `--model ./teacher` must name a teacher that later stages find from any directory."""
+    monkeypatch.chdir(tiny_teacher.parent)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x = 1"}\n')
+    relative = tiny_teacher.name
+    output_dir = generate(
+        GenerateConfig(
+            model=relative, dataset=str(prompts), max_new_tokens=2, output_dir=str(tmp_path / "out")
+        )
+    )
+    label(LabelConfig(dataset=str(output_dir), model=relative, soft_labels_k=4))
+    metadata = read_metadata(output_dir)
+    assert metadata["teacher"]["model"] == str(tiny_teacher.resolve())
+    assert metadata["soft_labels"]["teacher"] == str(tiny_teacher.resolve())
+    monkeypatch.chdir(tmp_path)  # another directory: what the dataset names still loads
+    assert AutoTokenizer.from_pretrained(metadata["teacher"]["model"]).chat_template

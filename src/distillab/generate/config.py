@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from distillab.configs import model_reference
 from distillab.errors import ConfigError
 from distillab.generate.registry import ENGINES, SCORERS
 
@@ -122,6 +123,8 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if not self.model:
             raise ConfigError("--model is required: a Hub model id or a local HF folder")
+        self.model = model_reference(self.model)
+        self.tokenizer = self.tokenizer and model_reference(self.tokenizer)
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown --engine {self.engine!r}; choose from {', '.join(ENGINES)}")
         engine = ENGINES[self.engine]

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillab.configs import model_reference
 from distillab.data.cards import render_hard_label_card
 from distillab.data.chat import soft_label_sequence
 from distillab.data.hardlabels import (
@@ -59,6 +60,7 @@ class LabelConfig:
     def __post_init__(self) -> None:
         if not self.dataset:
             raise ConfigError("--dataset is required: a hard-label dataset folder or Hub id")
+        self.model = self.model and model_reference(self.model)
         if self.engine not in SCORERS:
             raise ConfigError(
                 f"unknown --engine {self.engine!r} for soft labels; choose from {', '.join(SCORERS)}"
