@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import sys
@@ -82,6 +83,24 @@ def check_choices(config: Any) -> None:
         choices, value = item.metadata.get("choices"), getattr(config, item.name)
         if choices is not None and value is not None and value not in choices:
             raise ConfigError(f"{item.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of the settings that make an output (JSON-safe values); an output records it when it starts."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def must_start_over(recorded: str | None, fingerprint: str, *, overwrite: bool, holder: str) -> bool:
+    """Whether an existing output that `recorded` a settings fingerprint must be started over to be made with the
+    settings of `fingerprint`: it is never resumed or reused with other settings, and replacing it needs
+    `overwrite` (otherwise a `ConfigError` that starts with `holder`, e.g. "output_dir X holds a run")."""
+    if recorded == fingerprint:
+        return False
+    if not overwrite:
+        raise ConfigError(
+            f"{holder} with a different config; pass --overwrite to replace it or choose another --output_dir"
+        )
+    return True
 
 
 def model_reference(name_or_path: str) -> str:

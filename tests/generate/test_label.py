@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.hardlabels import ShardStore, load_hard_labels, read_metadata
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError
 from distillab.generate.config import GenerateConfig
-from distillab.generate.label import LabelConfig, label
+from distillab.generate.label import SOFT_SHARDS_DIR, LabelConfig, label
 from distillab.generate.run import generate
 from tests import tiny
 from tests.cli import run_distillab
@@ -55,6 +55,58 @@ def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher)
 def test_second_label_call_is_a_no_op(soft_label_dir, capsys):
     label(LabelConfig(dataset=str(soft_label_dir), soft_labels_k=16))
     assert "already has top-16 soft labels; nothing to do" in capsys.readouterr().out
+
+
+def test_labels_made_with_other_settings_are_never_reused(
+    tmp_path, hard_label_dir, tiny_teacher, tokenizer_dir
+):
+    """Same k, other teacher or log-prob dtype: not "nothing to do"; refused, or relabelled with --overwrite."""
+    output_dir = tmp_path / "soft"
+    label(LabelConfig(dataset=str(hard_label_dir), soft_labels_k=4, output_dir=str(output_dir)))
+    other_teacher = tiny.build_llama(tmp_path / "other", tokenizer_dir, "tiny-1m", seed=1)
+    for other in ({"model": str(other_teacher)}, {"logprob_dtype": "float32"}, {"revision": "main"}):
+        with pytest.raises(
+            ConfigError, match=f"output_dir {output_dir} holds soft labels with a different config"
+        ):
+            label(LabelConfig(dataset=str(output_dir), soft_labels_k=4, **other))
+    assert read_metadata(output_dir)["soft_labels"]["teacher"] == str(tiny_teacher)  # untouched
+
+    label(LabelConfig(dataset=str(output_dir), model=str(other_teacher), soft_labels_k=4, overwrite=True))
+    assert read_metadata(output_dir)["soft_labels"]["teacher"] == str(other_teacher)
+    row = load_hard_labels(str(output_dir))[0]
+    model = AutoModelForCausalLM.from_pretrained(other_teacher).eval()
+    ids, start = row["input_ids"], row["completion_start"]
+    with torch.inference_mode():
+        full = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    expected = full[start - 1 : len(ids) - 1].topk(4, dim=-1)
+    assert np.array_equal(np.array(row["topk_ids"]), expected.indices.numpy())  # the other teacher's labels
+
+
+def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path, hard_label_dir, monkeypatch):
+    """Partial top-4 shards, relaunch with k=8: refused, or started over; never rows of two k in one dataset."""
+    output_dir = tmp_path / "soft"
+    write = ShardStore.write
+    calls = []
+
+    def killed_after_two_shards(store, rows):
+        calls.append(len(rows))
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return write(store, rows)
+
+    monkeypatch.setattr(ShardStore, "write", killed_after_two_shards)
+    config = {"dataset": str(hard_label_dir), "output_dir": str(output_dir), "batch_size": 8}
+    with pytest.raises(KeyboardInterrupt):
+        label(LabelConfig(soft_labels_k=4, **config))
+    monkeypatch.setattr(ShardStore, "write", write)
+    assert len(ShardStore(output_dir, subdir=SOFT_SHARDS_DIR).shard_paths()) == 2
+
+    with pytest.raises(ConfigError, match="holds soft labels with a different config; pass --overwrite"):
+        label(LabelConfig(soft_labels_k=8, **config))
+    label(LabelConfig(soft_labels_k=8, overwrite=True, **config))
+    rows = load_hard_labels(str(output_dir)).to_list()
+    assert {len(step) for r in rows for step in r["topk_ids"]} == {8}
+    assert read_metadata(output_dir)["soft_labels"]["k"] == 8
 
 
 def test_teacher_with_another_tokenizer_is_refused(tmp_path, hard_label_dir):

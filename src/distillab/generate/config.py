@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
-from distillab.configs import model_reference
+from distillab.configs import model_reference, settings_fingerprint
 from distillab.errors import ConfigError
 from distillab.generate.registry import ENGINES, SCORERS
 
@@ -184,4 +182,4 @@ class GenerateConfig:
                 self.seed if self.generator else None,
             ],
         }
-        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_fingerprint(keys)

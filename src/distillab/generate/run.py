@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distillab import __version__
-from distillab.configs import save_resolved_config
+from distillab.configs import must_start_over, save_resolved_config
 from distillab.data.cards import render_hard_label_card
 from distillab.data.hardlabels import (
     ShardStore,
@@ -31,12 +31,12 @@ def generate(config: GenerateConfig) -> Path:
     """Run (or resume) a generate job; returns the output folder of the finished dataset."""
     output_dir = Path(config.output_dir)
     previous = read_metadata(output_dir)
-    stale = previous is not None and previous.get("config_fingerprint") != config.fingerprint()
-    if stale and not config.overwrite:
-        raise ConfigError(
-            f"output_dir {output_dir} holds a run with a different config; "
-            "pass --overwrite to replace it or choose another --output_dir"
-        )
+    stale = previous is not None and must_start_over(
+        previous.get("config_fingerprint"),
+        config.fingerprint(),
+        overwrite=config.overwrite,
+        holder=f"output_dir {output_dir} holds a run",
+    )
     if previous and not stale and previous.get("complete"):
         print(f"generate: {output_dir} is already complete ({previous['rows']} rows); nothing to do")
         return _finish(config, output_dir)
@@ -180,6 +180,7 @@ def _finish(config: GenerateConfig, output_dir: Path) -> Path:
                 device=config.device,
                 max_model_len=config.max_model_len,
                 kv_cache_gib=config.kv_cache_gib,
+                overwrite=config.overwrite,
             )
         )
     if config.push_to_hub:
