@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,29 @@ def test_killed_run_resumes_without_regenerating(tmp_path, tiny_teacher, hard_la
     assert 2 * flushed <= already < 48  # nothing flushed was generated again
     assert load_rows(output_dir) == load_rows(hard_label_dir)  # exactly the uninterrupted run's rows
     assert read_metadata(output_dir)["complete"] is True
+
+
+def test_failed_pipeline_ends_with_one_error_line(tmp_path, tiny_teacher):
+    """A teacher whose weights do not load: the error names the cause, and nothing prints after it (distilabel's
+    log listener used to print a traceback at exit)."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, teacher)
+    (teacher / "model.safetensors").write_bytes(b"not safetensors")
+    result = run_distillab(
+        "generate",
+        "--model",
+        str(teacher),
+        "--generator",
+        "chain_sum",
+        "--num_prompts",
+        "2",
+        "--max_new_tokens",
+        "2",
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
+    assert_user_error(result, "the transformers teacher engine failed: ")
+    assert read_metadata(tmp_path / "out")["complete"] is False
 
 
 def test_skip_invalid_drops_and_counts_in_card(tmp_path, tiny_teacher):

@@ -14,10 +14,11 @@ from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
 from distilabel.steps import Step, StepInput
 from distilabel.steps.tasks import TextGeneration
+from distilabel.utils.logging import stop_logging
 from pydantic import PrivateAttr
 
 from distillab.data.hardlabels import ShardStore
-from distillab.errors import EngineError
+from distillab.errors import EngineError, first_line
 from distillab.generate.config import GenerateConfig
 from distillab.generate.registry import ENGINES
 
@@ -63,15 +64,14 @@ class ShardWriter(Step):
     def outputs(self) -> list[str]:
         return []
 
-    def load(self) -> None:
-        super().load()
-        from tqdm.auto import tqdm
-
-        self._progress = tqdm(total=self.total, desc="generate", unit="gen", dynamic_ncols=True)
-
     def process(self, inputs: StepInput):  # type: ignore[override]
         rows = [row for row in map(contract_row, inputs) if row is not None]
         ShardStore(self.output_dir).write(rows)
+        # The bar starts with the first batch: a teacher that fails to load leaves none behind the error line.
+        if self._progress is None:
+            from tqdm.auto import tqdm
+
+            self._progress = tqdm(total=self.total, desc="generate", unit="gen", dynamic_ncols=True)
         self._progress.update(len(inputs))
         yield [{"id": item["id"]} for item in inputs]
 
@@ -129,10 +129,11 @@ def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None
     root_handlers = list(logging.getLogger().handlers)
     try:
         pipeline.run(dataset=inputs, dataset_batch_size=config.batch_size, use_cache=False)
-    except RuntimeError as err:  # distilabel logs the step's own traceback above this
-        raise EngineError(
-            f"the {config.engine} teacher engine failed ({err}); its error is logged above"
-        ) from None
+    except RuntimeError as err:  # a step failed to load: distilabel logged it above
+        cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
+        raise EngineError(f"the {config.engine} teacher engine failed{cause}") from None
     finally:
-        # distilabel routes the root logger into a queue it closes at the end: give the root logger back.
+        # distilabel leaves its log listener thread running when a run fails (it prints a traceback once the
+        # queue is gone at exit) and routes the root logger into that queue: stop the one, give the other back.
+        stop_logging()
         logging.getLogger().handlers = root_handlers
