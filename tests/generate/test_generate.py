@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import time
 import typing
 
+import psutil
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,9 +93,24 @@ def test_second_run_is_a_no_op(hard_label_dir, tiny_teacher, capsys):
     assert data_file.stat().st_mtime_ns == before
 
 
+def live(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes still running (a zombie has exited: only its exit status waits to be collected)."""
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(tmp_path, tiny_teacher, hard_label_dir):
-    output_dir = tmp_path / "killed"
+@pytest.mark.parametrize(
+    ("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)]
+)
+def test_stopped_run_leaves_no_worker_and_resumes(tmp_path, tiny_teacher, hard_label_dir, signum, exit_code):
+    """Ctrl-C (to the terminal's process group), `kill` and `kill -9` (to the parent only) stop generate: no
+    distilabel worker outlives it, the flushed shards stay, and a relaunch completes without regenerating them."""
+    output_dir = tmp_path / "stopped"
     argv = [
         sys.executable,
         "-m",
@@ -107,18 +124,35 @@ def test_killed_run_resumes_without_regenerating(tmp_path, tiny_teacher, hard_la
         "--output_dir",
         str(output_dir),
     ]
-    process = subprocess.Popen(
-        argv, env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    shards = output_dir / ".shards"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(shards.glob("part-*.parquet"))) < 2:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    stderr_file = tmp_path / "stderr.txt"
+    with stderr_file.open("w") as stderr:
+        process = subprocess.Popen(
+            argv, env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        shards = output_dir / ".shards"
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(shards.glob("part-*.parquet"))) < 2:
+            time.sleep(0.05)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        assert workers, "distilabel started no worker process"
+        (os.killpg if signum == signal.SIGINT else os.kill)(process.pid, signum)
+        assert process.wait(timeout=120) == exit_code
+        deadline = time.time() + 30
+        while live(workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not live(workers), f"workers outlived generate: {live(workers)}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if signum != signal.SIGKILL:
+        err = stderr_file.read_text()
+        assert "Traceback" not in err, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            f"interrupted by {signal.Signals(signum).name}: finished work is kept; re-run the same command to resume"
+        )
     flushed = len(list(shards.glob("part-*.parquet")))
-    assert flushed >= 2, "no shard was flushed before the kill"
-    assert read_metadata(output_dir)["complete"] is False
+    assert flushed >= 2 and read_metadata(output_dir)["complete"] is False
     assert not (output_dir / "data").exists()
 
     result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +20,7 @@ from distillab.generate.config import GenerateConfig
 from distillab.generate.label import SOFT_SHARDS_DIR, LabelConfig, label
 from distillab.generate.run import generate
 from tests import tiny
-from tests.cli import run_distillab
+from tests.cli import cli_env, run_distillab
 
 
 def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, tiny_teacher):
@@ -107,6 +111,45 @@ def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path, hard_label_di
     rows = load_hard_labels(str(output_dir)).to_list()
     assert {len(step) for r in rows for step in r["topk_ids"]} == {8}
     assert read_metadata(output_dir)["soft_labels"]["k"] == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_label_with_one_line_and_it_resumes(tmp_path, hard_label_dir, soft_label_dir):
+    output_dir = tmp_path / "soft"
+    argv = [
+        sys.executable,
+        "-m",
+        "distillab.cli",
+        "label",
+        "--dataset",
+        str(hard_label_dir),
+        "--soft_labels_k",
+        "16",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        str(output_dir),
+    ]
+    process = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shards = ShardStore(output_dir, subdir=SOFT_SHARDS_DIR)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(shards.shard_paths()) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGINT: finished work is kept; re-run the same command to resume"
+    )
+    assert read_metadata(output_dir)["soft_labels"]["complete"] is False
+
+    result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split("sequences, ")[1].split(" already")[0]) >= 4  # kept, not scored again
+    resumed, reference = (load_hard_labels(str(d)).to_list() for d in (output_dir, soft_label_dir))
+    assert [r["topk_ids"] for r in resumed] == [r["topk_ids"] for r in reference]
+    for r, ref in zip(resumed, reference, strict=True):
+        np.testing.assert_allclose(r["topk_logprobs"], ref["topk_logprobs"], atol=2e-3)
 
 
 def test_teacher_with_another_tokenizer_is_refused(tmp_path, hard_label_dir):

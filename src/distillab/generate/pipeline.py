@@ -5,8 +5,11 @@
 No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
 """
 
+import contextlib
 import logging
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from distillab.data.hardlabels import ShardStore
 from distillab.errors import EngineError, first_line
 from distillab.generate.config import GenerateConfig
 from distillab.generate.registry import ENGINES
+from distillab.interrupts import Interrupted
 
 TEACHER_STEP = "teacher"
 
@@ -81,12 +85,28 @@ class ShardWriter(Step):
         super().unload()
 
 
-def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> Pipeline:
+class StoppablePipeline(Pipeline):
+    """distilabel's local Pipeline, stopped alike by Ctrl-C and SIGTERM the way distilabel stops on Ctrl-C (each
+    step finishes its batch, so the shard writer flushes it; a second signal forces the stop), remembering the
+    signal so that the run ends as interrupted."""
+
+    stopped_by: int | None = None
+
+    def _handle_keyboard_interrupt(self) -> Any:  # distilabel's hook, called once the workers are up
+        def stop(signum: int, frame: Any) -> None:
+            self.stopped_by = self.stopped_by or signum
+            self._stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        return signal.signal(signal.SIGINT, stop)
+
+
+def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> StoppablePipeline:
     """The generate pipeline, built but not run: TextGeneration (`llm`, the teacher) -> ShardWriter.
 
     Pure: builds step objects only; the engine loads when the pipeline runs. Its inputs come with `run`.
     """
-    with Pipeline(
+    with StoppablePipeline(
         name="distillab-generate", cache_dir=str(Path(config.output_dir) / ".distilabel")
     ) as pipeline:
         teacher = TextGeneration(
@@ -121,19 +141,38 @@ def _pipeline_inputs(config: GenerateConfig, requests: list[dict[str, Any]]) -> 
 
 
 def run_pipeline(config: GenerateConfig, requests: list[dict[str, Any]]) -> None:
-    """Generate every request through distilabel; rows land in the shard store as batches finish."""
+    """Generate every request through distilabel; rows land in the shard store as batches finish.
+
+    Ctrl-C or SIGTERM stops the pipeline (the flushed shards stay) and raises `Interrupted`.
+    """
     os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
     inputs = _pipeline_inputs(config, requests)
     llm = ENGINES[config.engine].build_teacher(config)
     pipeline = build_distilabel_pipeline(config, llm, total=len(inputs))
+    with _distilabel_process_state():
+        try:
+            pipeline.run(dataset=inputs, dataset_batch_size=config.batch_size, use_cache=False)
+        except RuntimeError as err:  # a step failed to load: distilabel logged it above
+            cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
+            raise EngineError(f"the {config.engine} teacher engine failed{cause}") from None
+        except SystemExit:  # distilabel exits on a second stop signal
+            if not pipeline.stopped_by:
+                raise
+    if pipeline.stopped_by:
+        raise Interrupted(pipeline.stopped_by)
+
+
+@contextlib.contextmanager
+def _distilabel_process_state() -> Iterator[None]:
+    """Give back what a distilabel run takes over and, when it fails or is stopped, leaves behind: the root
+    logger's handlers (routed into its log queue), the SIGINT / SIGTERM handlers, and the log listener thread
+    (left running, it prints a traceback once the queue is gone at exit)."""
     root_handlers = list(logging.getLogger().handlers)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pipeline.run(dataset=inputs, dataset_batch_size=config.batch_size, use_cache=False)
-    except RuntimeError as err:  # a step failed to load: distilabel logged it above
-        cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
-        raise EngineError(f"the {config.engine} teacher engine failed{cause}") from None
+        yield
     finally:
-        # distilabel leaves its log listener thread running when a run fails (it prints a traceback once the
-        # queue is gone at exit) and routes the root logger into that queue: stop the one, give the other back.
         stop_logging()
         logging.getLogger().handlers = root_handlers
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
