@@ -85,6 +85,26 @@ def check_choices(config: Any) -> None:
             raise ConfigError(f"{item.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
+def must_start_over(recorded: str | None, fingerprint: str, *, overwrite: bool, holder: str) -> bool:
+    """Whether an existing output that `recorded` a settings fingerprint must be started over to be made with the
+    settings of `fingerprint`: it is never resumed or reused with other settings, and replacing it needs
+    `overwrite` (otherwise a `ConfigError` that starts with `holder`, e.g. "output_dir X holds a run")."""
+    if recorded == fingerprint:
+        return False
+    if not overwrite:
+        raise ConfigError(
+            f"{holder} with a different config; pass --overwrite to replace it or choose another --output_dir"
+        )
+    return True
+
+
+def model_reference(name_or_path: str) -> str:
+    """A model as configs and outputs record it: a local folder by its absolute path (so a dataset or run that
+    names it works from any directory), a Hub id unchanged."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
 def _arguments(argv: Sequence[str] | None) -> list[str]:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--config" in args:

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from distillab.interrupts import stop_signal, stopping_on_signals
+
 EXIT_USER_ERROR = 2
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -38,14 +40,23 @@ def first_line(err: BaseException) -> str:
 
 
 def exit_on_user_error(main: F) -> F:
-    """Decorate a CLI entry point: DistillabError -> `error: ...` on stderr and exit 2."""
+    """Decorate a CLI entry point: DistillabError -> `error: ...` on stderr and exit 2; Ctrl-C or SIGTERM ->
+    `interrupted ...` on stderr and exit 130 / 143, with what is done kept (distillab.interrupts)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
-            return main(*args, **kwargs)
+            with stopping_on_signals():
+                return main(*args, **kwargs)
         except DistillabError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt as err:
+            signum = stop_signal(err)
+            print(
+                f"interrupted by {signum.name}: finished work is kept; re-run the same command to resume",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + signum) from None
 
     return wrapper  # type: ignore[return-value]

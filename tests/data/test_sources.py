@@ -40,11 +40,21 @@ def test_a_text_file_is_one_row_per_line(tmp_path):
         ("empty.jsonl", "\n", "the prompt file {path} is empty"),
         ("prompts.xlsx", "a", "unsupported prompt file type '.xlsx' ({path}); use .jsonl, .json, .parquet"),
         ("broken.parquet", "not parquet", "cannot read prompt file {path}: "),
+        (
+            "latin1.jsonl",
+            b'{"q": "a"}\n{"q": "\xe9"}\n',
+            "the prompt file {path} is not UTF-8 text (line 2: ",
+        ),
+        ("latin1.json", b'[{"q": "\xe9"}]', "the prompt file {path} is not UTF-8 text (line 1: "),
+        ("latin1.csv", b"q\nok\n\xe9t\xe9\n", "the prompt file {path} is not UTF-8 text (line 3: "),
+        ("latin1.txt", b"\xff\n", "the prompt file {path} is not UTF-8 text (line 1: "),
     ],
 )
 def test_table_file_errors_name_the_file(tmp_path, name, content, message):
     path = tmp_path / name
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     with pytest.raises(DataError) as err:
         load_table(str(path), what="prompt")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import typing
 
+import psutil
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,9 +93,24 @@ def test_second_run_is_a_no_op(hard_label_dir, tiny_teacher, capsys):
     assert data_file.stat().st_mtime_ns == before
 
 
+def live(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes still running (a zombie has exited: only its exit status waits to be collected)."""
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_without_regenerating(tmp_path, tiny_teacher, hard_label_dir):
-    output_dir = tmp_path / "killed"
+@pytest.mark.parametrize(
+    ("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)]
+)
+def test_stopped_run_leaves_no_worker_and_resumes(tmp_path, tiny_teacher, hard_label_dir, signum, exit_code):
+    """Ctrl-C (to the terminal's process group), `kill` and `kill -9` (to the parent only) stop generate: no
+    distilabel worker outlives it, the flushed shards stay, and a relaunch completes without regenerating them."""
+    output_dir = tmp_path / "stopped"
     argv = [
         sys.executable,
         "-m",
@@ -106,26 +124,73 @@ def test_killed_run_resumes_without_regenerating(tmp_path, tiny_teacher, hard_la
         "--output_dir",
         str(output_dir),
     ]
-    process = subprocess.Popen(
-        argv, env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    shards = output_dir / ".shards"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(shards.glob("part-*.parquet"))) < 2:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    stderr_file = tmp_path / "stderr.txt"
+    with stderr_file.open("w") as stderr:
+        process = subprocess.Popen(
+            argv, env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        shards = output_dir / ".shards"
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(shards.glob("part-*.parquet"))) < 2:
+            time.sleep(0.05)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        assert workers, "distilabel started no worker process"
+        (os.killpg if signum == signal.SIGINT else os.kill)(process.pid, signum)
+        assert process.wait(timeout=120) == exit_code
+        deadline = time.time() + 30
+        while live(workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not live(workers), f"workers outlived generate: {live(workers)}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if signum != signal.SIGKILL:
+        err = stderr_file.read_text()
+        assert "Traceback" not in err, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            f"interrupted by {signal.Signals(signum).name}: finished work is kept; re-run the same command to resume"
+        )
     flushed = len(list(shards.glob("part-*.parquet")))
-    assert flushed >= 2, "no shard was flushed before the kill"
-    assert read_metadata(output_dir)["complete"] is False
+    assert flushed >= 2 and read_metadata(output_dir)["complete"] is False
     assert not (output_dir / "data").exists()
 
-    result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
+    # Relaunched with larger batches only to be quicker: the batch size is no part of a row id or the fingerprint.
+    relaunch = [*argv[: argv.index("--batch_size") + 1], "16", *argv[argv.index("--batch_size") + 2 :]]
+    result = subprocess.run(relaunch, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     already = int(result.stdout.split("generations, ")[1].split(" already")[0])
     assert 2 * flushed <= already < 48  # nothing flushed was generated again
     assert load_rows(output_dir) == load_rows(hard_label_dir)  # exactly the uninterrupted run's rows
     assert read_metadata(output_dir)["complete"] is True
+
+
+def test_failed_pipeline_ends_with_one_error_line(tmp_path, tiny_teacher):
+    """A teacher whose weights do not load: the error names the cause, and nothing prints after it (distilabel's
+    log listener used to print a traceback at exit)."""
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, teacher)
+    # Readable files that do not fit together (the weights are of another width): the engine fails to load
+    # inside the pipeline, after the up-front file checks have passed.
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(
+        json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]})
+    )
+    result = run_distillab(
+        "generate",
+        "--model",
+        str(teacher),
+        "--generator",
+        "chain_sum",
+        "--num_prompts",
+        "2",
+        "--max_new_tokens",
+        "2",
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
+    assert_user_error(result, "the transformers teacher engine failed: ")
+    assert read_metadata(tmp_path / "out")["complete"] is False
 
 
 def test_skip_invalid_drops_and_counts_in_card(tmp_path, tiny_teacher):
@@ -182,6 +247,13 @@ def user_error(capsys, argv) -> str:
         ([{"prompt": "a"}, {"prompt": ""}], [], "row 1: field 'prompt' is empty in {file}"),
         ([{"prompt": "a"}, {"prompt": None}], [], "row 1: field 'prompt' is NoneType, not a string"),
         ([{"prompt": "x" * 3000}], [], "row 0: prompt is"),
+        ([{"prompt": None}, {"prompt": 3}], [], "row 0: field 'prompt' is NoneType, not a string"),
+        (
+            [{"prompt": None}, {"prompt": 3}],
+            ["--skip_invalid"],
+            "no valid prompts left in {file} (2 invalid)",
+        ),
+        ([], [], "the prompt file {file} is empty"),
         ([{"prompt": "a"}], ["--engine", "tgi"], "unknown --engine 'tgi'"),
         (
             [{"prompt": "a"}],
@@ -208,6 +280,28 @@ def test_bad_input(tmp_path, tiny_teacher, capsys, rows, extra, message):
         ],
     )
     assert message.format(file=prompts) in line
+    assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_prompt_file_that_is_not_utf8(tmp_path, tiny_teacher, capsys, suffix):
+    prompts = tmp_path / f"p{suffix}"
+    prompts.write_bytes(
+        {".jsonl": b'{"prompt": "a"}\n{"prompt": "caf\xe9"}\n', ".csv": b"prompt\na\ncaf\xe9\n"}[suffix]
+    )
+    output_dir = tmp_path / "out"
+    argv = [
+        "generate",
+        "--model",
+        str(tiny_teacher),
+        "--dataset",
+        str(prompts),
+        "--output_dir",
+        str(output_dir),
+    ]
+    for extra in ([], ["--skip_invalid"]):
+        line = user_error(capsys, [*argv, *extra])
+        assert f"the prompt file {prompts} is not UTF-8 text (line {2 if suffix == '.jsonl' else 3}:" in line
     assert not output_dir.exists()
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -10,13 +14,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distillab import tiny
-from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.hardlabels import ShardStore, load_hard_labels, read_metadata
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.errors import ConfigError, DataError
 from distillab.generate.config import GenerateConfig
-from distillab.generate.label import LabelConfig, label
+from distillab.generate.label import SOFT_SHARDS_DIR, LabelConfig, label
 from distillab.generate.run import generate
-from tests.cli import run_distillab
+from tests.cli import cli_env, run_distillab
 
 
 def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, tiny_teacher):
@@ -56,6 +60,97 @@ def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher)
 def test_second_label_call_is_a_no_op(soft_label_dir, capsys):
     label(LabelConfig(dataset=str(soft_label_dir), soft_labels_k=16))
     assert "already has top-16 soft labels; nothing to do" in capsys.readouterr().out
+
+
+def test_labels_made_with_other_settings_are_never_reused(
+    tmp_path, hard_label_dir, tiny_teacher, tokenizer_dir
+):
+    """Same k, other teacher or log-prob dtype: not "nothing to do"; refused, or relabelled with --overwrite."""
+    output_dir = tmp_path / "soft"
+    label(LabelConfig(dataset=str(hard_label_dir), soft_labels_k=4, output_dir=str(output_dir)))
+    other_teacher = tiny.build_llama(tmp_path / "other", tokenizer_dir, "tiny-1m", seed=1)
+    for other in ({"model": str(other_teacher)}, {"logprob_dtype": "float32"}, {"revision": "main"}):
+        with pytest.raises(
+            ConfigError, match=f"output_dir {output_dir} holds soft labels with a different config"
+        ):
+            label(LabelConfig(dataset=str(output_dir), soft_labels_k=4, **other))
+    assert read_metadata(output_dir)["soft_labels"]["teacher"] == str(tiny_teacher)  # untouched
+
+    label(LabelConfig(dataset=str(output_dir), model=str(other_teacher), soft_labels_k=4, overwrite=True))
+    assert read_metadata(output_dir)["soft_labels"]["teacher"] == str(other_teacher)
+    row = load_hard_labels(str(output_dir))[0]
+    model = AutoModelForCausalLM.from_pretrained(other_teacher).eval()
+    ids, start = row["input_ids"], row["completion_start"]
+    with torch.inference_mode():
+        full = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    expected = full[start - 1 : len(ids) - 1].topk(4, dim=-1)
+    assert np.array_equal(np.array(row["topk_ids"]), expected.indices.numpy())  # the other teacher's labels
+
+
+def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path, hard_label_dir, monkeypatch):
+    """Partial top-4 shards, relaunch with k=8: refused, or started over; never rows of two k in one dataset."""
+    output_dir = tmp_path / "soft"
+    write = ShardStore.write
+    calls = []
+
+    def killed_after_two_shards(store, rows):
+        calls.append(len(rows))
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return write(store, rows)
+
+    monkeypatch.setattr(ShardStore, "write", killed_after_two_shards)
+    config = {"dataset": str(hard_label_dir), "output_dir": str(output_dir), "batch_size": 8}
+    with pytest.raises(KeyboardInterrupt):
+        label(LabelConfig(soft_labels_k=4, **config))
+    monkeypatch.setattr(ShardStore, "write", write)
+    assert len(ShardStore(output_dir, subdir=SOFT_SHARDS_DIR).shard_paths()) == 2
+
+    with pytest.raises(ConfigError, match="holds soft labels with a different config; pass --overwrite"):
+        label(LabelConfig(soft_labels_k=8, **config))
+    label(LabelConfig(soft_labels_k=8, overwrite=True, **config))
+    rows = load_hard_labels(str(output_dir)).to_list()
+    assert {len(step) for r in rows for step in r["topk_ids"]} == {8}
+    assert read_metadata(output_dir)["soft_labels"]["k"] == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_label_with_one_line_and_it_resumes(tmp_path, hard_label_dir, soft_label_dir):
+    output_dir = tmp_path / "soft"
+    argv = [
+        sys.executable,
+        "-m",
+        "distillab.cli",
+        "label",
+        "--dataset",
+        str(hard_label_dir),
+        "--soft_labels_k",
+        "16",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        str(output_dir),
+    ]
+    process = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shards = ShardStore(output_dir, subdir=SOFT_SHARDS_DIR)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(shards.shard_paths()) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGINT: finished work is kept; re-run the same command to resume"
+    )
+    assert read_metadata(output_dir)["soft_labels"]["complete"] is False
+
+    result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split("sequences, ")[1].split(" already")[0]) >= 4  # kept, not scored again
+    resumed, reference = (load_hard_labels(str(d)).to_list() for d in (output_dir, soft_label_dir))
+    assert [r["topk_ids"] for r in resumed] == [r["topk_ids"] for r in reference]
+    for r, ref in zip(resumed, reference, strict=True):
+        np.testing.assert_allclose(r["topk_logprobs"], ref["topk_logprobs"], atol=2e-3)
 
 
 def test_teacher_with_another_tokenizer_is_refused(tmp_path, hard_label_dir):
@@ -134,3 +229,22 @@ def test_soft_labels_need_a_local_scorer():
         GenerateConfig(
             model="m", generator="chain_sum", engine="openai", base_url="http://x/v1", soft_labels_k=8
         )
+
+
+def test_a_relative_teacher_path_is_recorded_absolute(tmp_path, tiny_teacher, monkeypatch):
+    """A dataset made with `--model ./teacher` must name a teacher that later stages find from any directory."""
+    monkeypatch.chdir(tiny_teacher.parent)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "x = 1"}\n')
+    relative = tiny_teacher.name
+    output_dir = generate(
+        GenerateConfig(
+            model=relative, dataset=str(prompts), max_new_tokens=2, output_dir=str(tmp_path / "out")
+        )
+    )
+    label(LabelConfig(dataset=str(output_dir), model=relative, soft_labels_k=4))
+    metadata = read_metadata(output_dir)
+    assert metadata["teacher"]["model"] == str(tiny_teacher.resolve())
+    assert metadata["soft_labels"]["teacher"] == str(tiny_teacher.resolve())
+    monkeypatch.chdir(tmp_path)  # another directory: what the dataset names still loads
+    assert AutoTokenizer.from_pretrained(metadata["teacher"]["model"]).chat_template

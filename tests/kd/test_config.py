@@ -61,3 +61,10 @@ def test_shipped_recipes_are_the_kd_twins_of_the_sft_recipes(recipe, tmp_path):
         k: v for k, v in sft.items() if k != "output_dir"
     }
     assert kd["output_dir"] != sft["output_dir"]
+
+
+def test_a_local_online_teacher_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "teacher").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = kd_config("--teacher_mode", "online", "--teacher", "teacher")
+    assert config.teacher == str(tmp_path / "teacher")

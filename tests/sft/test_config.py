@@ -102,3 +102,12 @@ def test_unknown_recipe_key(tmp_path):
     recipe.write_text("dataset_name: d\nstudent_kind: fresh\nstudent_size: 3\n")
     with pytest.raises(ConfigError, match="student_size"):
         parse(["--config", str(recipe)])
+
+
+def test_a_local_student_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "models" / "student").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    config = parse(["--dataset_name", "data/x", "--model_name_or_path", "models/student"])
+    assert config.model_name_or_path == str(tmp_path / "models" / "student")  # usable from any directory
+    hub = parse(["--dataset_name", "data/x", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M"])
+    assert hub.model_name_or_path == "HuggingFaceTB/SmolLM2-135M"  # a Hub id stays as it is

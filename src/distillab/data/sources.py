@@ -29,13 +29,16 @@ def load_table(source: str, *, what: str, config_name: str | None = None, split:
         path = Path(source)
         if not path.is_file():
             raise DataError(f"{what} file not found: {source}")
-        if not path.read_bytes().strip():
+        content = path.read_bytes()
+        if not content.strip():
             raise DataError(f"the {what} file {source} is empty")
         builder = TABLE_FILE_TYPES.get(path.suffix)
         if builder is None:
             raise DataError(
                 f"unsupported {what} file type {path.suffix!r} ({source}); use {', '.join(TABLE_FILE_TYPES)}"
             )
+        if builder != "parquet":
+            _check_utf8(content, f"the {what} file {source}")
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as err:  # malformed files surface as many different exception types
@@ -46,6 +49,15 @@ def load_table(source: str, *, what: str, config_name: str | None = None, split:
         raise DataError(
             f"cannot load dataset {source!r} (config={config_name}, split={split}): {first_line(err)}"
         ) from None
+
+
+def _check_utf8(content: bytes, where: str) -> None:
+    """Text tables must be UTF-8: the readers would fail later, deep inside, on the first bad row."""
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = content.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{where} is not UTF-8 text (line {line}: {err.reason})") from None
 
 
 def reasoning_gym_records(

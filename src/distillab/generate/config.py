@@ -6,7 +6,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distillab.configs import config_fingerprint
+from distillab.configs import config_fingerprint, model_reference
 from distillab.errors import ConfigError
 from distillab.generate.registry import ENGINES, SCORERS
 from distillab.generate.servers import server_urls
@@ -185,6 +185,8 @@ class GenerateConfig(ScaleOutConfig):
         super().__post_init__()
         if not self.model:
             raise ConfigError("--model is required: a Hub model id or a local HF folder")
+        self.model = model_reference(self.model)
+        self.tokenizer = self.tokenizer and model_reference(self.tokenizer)
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown --engine {self.engine!r}; choose from {', '.join(ENGINES)}")
         engine = ENGINES[self.engine]

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillab.configs import config_fingerprint, model_reference, must_start_over
 from distillab.data.cards import render_hard_label_card
 from distillab.data.chat import soft_label_sequence
 from distillab.data.hardlabels import (
@@ -58,6 +59,13 @@ class LabelConfig(ScaleOutConfig):
     output_dir: str | None = field(
         default=None, metadata={"help": "Where to write (default: in place for a local dataset folder)."}
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace soft labels (complete or not) made with other settings: teacher, revision, engine, "
+            "k, dtypes."
+        },
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub dataset repo id to push to."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
@@ -65,6 +73,7 @@ class LabelConfig(ScaleOutConfig):
         super().__post_init__()
         if not self.dataset:
             raise ConfigError("--dataset is required: a hard-label dataset folder or Hub id")
+        self.model = self.model and model_reference(self.model)
         if self.engine not in SCORERS:
             raise ConfigError(
                 f"unknown --engine {self.engine!r} for soft labels; choose from {', '.join(SCORERS)}"
@@ -95,8 +104,15 @@ def label(config: LabelConfig) -> Path:
     if not teacher:
         raise ConfigError("--model is required: the dataset does not name its teacher")
     check_model_files(teacher)
+    fingerprint = config_fingerprint(soft_label_settings(config, teacher))
     previous = (read_metadata(output_dir) or {}).get("soft_labels") or {}
-    if previous.get("complete") and previous.get("k") == config.soft_labels_k:
+    relabel = bool(previous) and must_start_over(
+        previous.get("fingerprint"),
+        fingerprint,
+        overwrite=config.overwrite,
+        holder=f"output_dir {output_dir} holds soft labels",
+    )
+    if previous.get("complete") and not relabel:
         print(f"label: {output_dir} already has top-{config.soft_labels_k} soft labels; nothing to do")
         return output_dir
     tokenizer = AutoTokenizer.from_pretrained(teacher, revision=config.revision)
@@ -105,8 +121,8 @@ def label(config: LabelConfig) -> Path:
         raise ConfigError(
             f"--soft_labels_k {config.soft_labels_k} is larger than the teacher's vocabulary ({vocab_size})"
         )
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    if metadata and metadata.get("tokenizer_fingerprint") not in (None, fingerprint):
+    teacher_tokenizer = tokenizer_fingerprint(tokenizer)
+    if metadata and metadata.get("tokenizer_fingerprint") not in (None, teacher_tokenizer):
         raise DataError(
             f"teacher {teacher!r} has a different tokenizer than the one that wrote {config.dataset}"
         )
@@ -120,6 +136,13 @@ def label(config: LabelConfig) -> Path:
     if shard is not None:
         write_metadata(output_dir, {**read_metadata(output_dir), "shard": shard})
     store = soft_shard_store(output_dir, config.logprob_dtype)
+    if relabel:
+        store.clear()
+    # The shards about to be written belong to these settings: a relaunch with others never reuses them.
+    in_progress = read_metadata(output_dir) or {}
+    write_metadata(
+        output_dir, {**in_progress, "soft_labels": {"complete": False, "fingerprint": fingerprint}}
+    )
     done = store.done_ids()
     todo = [i for i, row in enumerate(rows) if row["id"] not in done]
     print(f"label: {len(rows)} sequences, {len(rows) - len(todo)} already scored")
@@ -136,7 +159,10 @@ def label(config: LabelConfig) -> Path:
     merged = [{**row, **{c: soft[row["id"]][c] for c in SOFT_COLUMNS}} for row in rows]
     files = write_dataset(output_dir, merged, schema=full_schema(config.logprob_dtype))
     metadata = read_metadata(output_dir)
-    metadata["soft_labels"] = _soft_metadata(config, teacher, vocab_size, fingerprint, merged, files)
+    metadata["soft_labels"] = {
+        **_soft_metadata(config, teacher, vocab_size, teacher_tokenizer, merged, files),
+        "fingerprint": fingerprint,
+    }
     write_card(output_dir, render_hard_label_card(metadata))
     write_metadata(output_dir, metadata)
     store.clear()
@@ -147,6 +173,18 @@ def label(config: LabelConfig) -> Path:
     if config.push_to_hub:
         print(f"label: pushed to {push_to_hub(output_dir, config.push_to_hub, private=config.private)}")
     return output_dir
+
+
+def soft_label_settings(config: LabelConfig, teacher: str) -> dict[str, Any]:
+    """What makes the soft labels: one dataset never mixes labels made with different settings."""
+    return {
+        "teacher": teacher,
+        "revision": config.revision,
+        "engine": config.engine,
+        "k": config.soft_labels_k,
+        "logprob_dtype": config.logprob_dtype,
+        "dtype": config.dtype,
+    }
 
 
 def _prepare_output(output_dir: Path, config: LabelConfig, rows: list[dict], metadata: dict | None) -> None:

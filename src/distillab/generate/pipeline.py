@@ -10,10 +10,13 @@ a killed run resumes with nothing lost or done twice.
 No `from __future__ import annotations` here: distilabel inspects the `StepInput` hint at run time.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +25,15 @@ from distilabel.pipeline import Pipeline
 from distilabel.pipeline.base import BasePipeline
 from distilabel.steps import Step, StepInput, StepResources
 from distilabel.steps.tasks import TextGeneration
+from distilabel.utils.logging import stop_logging
 from pydantic import PrivateAttr
 
 from distillab.data.hardlabels import ShardStore
-from distillab.errors import EngineError
+from distillab.errors import EngineError, first_line
 from distillab.generate.config import GenerateConfig, ScaleOutConfig
 from distillab.generate.label import LabelConfig
 from distillab.generate.registry import ENGINES
+from distillab.interrupts import Interrupted
 
 TEACHER_STEP = "teacher"
 
@@ -72,15 +77,14 @@ class ShardWriter(Step):
     def outputs(self) -> list[str]:
         return []
 
-    def load(self) -> None:
-        super().load()
-        from tqdm.auto import tqdm
-
-        self._progress = tqdm(total=self.total, desc="generate", unit="gen", dynamic_ncols=True)
-
     def process(self, inputs: StepInput):  # type: ignore[override]
         rows = [row for row in map(contract_row, inputs) if row is not None]
         ShardStore(self.output_dir).write(rows)
+        # The bar starts with the first batch: a teacher that fails to load leaves none behind the error line.
+        if self._progress is None:
+            from tqdm.auto import tqdm
+
+            self._progress = tqdm(total=self.total, desc="generate", unit="gen", dynamic_ncols=True)
         self._progress.update(len(inputs))
         yield [{"id": item["id"]} for item in inputs]
 
@@ -90,6 +94,22 @@ class ShardWriter(Step):
         super().unload()
 
 
+class StoppablePipeline(Pipeline):
+    """distilabel's local Pipeline, stopped alike by Ctrl-C and SIGTERM the way distilabel stops on Ctrl-C (each
+    step finishes its batch, so the shard writer flushes it; a second signal forces the stop), remembering the
+    signal so that the run ends as interrupted."""
+
+    stopped_by: int | None = None
+
+    def _handle_keyboard_interrupt(self) -> Any:  # distilabel's hook, called once the workers are up
+        def stop(signum: int, frame: Any) -> None:
+            self.stopped_by = self.stopped_by or signum
+            self._stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        return signal.signal(signal.SIGINT, stop)
+
+
 def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> BasePipeline:
     """The generate pipeline, built but not run: TextGeneration (`llm`, the teacher; `config.replicas` of it)
     -> ShardWriter. With `config.ray` a RayPipeline that joins (or starts) the Ray cluster when it runs.
@@ -97,7 +117,7 @@ def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> B
     Pure: builds step objects only; the engine loads when the pipeline runs. Its inputs come with `run`.
     """
     run_dir = config.run_dir.resolve()  # Ray workers may run elsewhere than this directory
-    with Pipeline(name="distillab-generate", cache_dir=str(run_dir / ".distilabel")) as pipeline:
+    with StoppablePipeline(name="distillab-generate", cache_dir=str(run_dir / ".distilabel")) as pipeline:
         teacher = TextGeneration(
             name=TEACHER_STEP,
             llm=llm,
@@ -185,7 +205,7 @@ class SoftLabelWriter(Step):
 def build_label_pipeline(config: LabelConfig, teacher: str, output_dir: Path) -> BasePipeline:
     """The label pipeline for --replicas / --ray, built but not run: `config.replicas` SoftLabelWriters."""
     output_dir = output_dir.resolve()
-    with Pipeline(name="distillab-label", cache_dir=str(output_dir / ".distilabel")) as pipeline:
+    with StoppablePipeline(name="distillab-label", cache_dir=str(output_dir / ".distilabel")) as pipeline:
         SoftLabelWriter(
             name="scorer",
             # output_dir absolute: the scorers re-validate the config wherever Ray runs them
@@ -222,13 +242,33 @@ def _on_ray(pipeline: Pipeline, config: ScaleOutConfig) -> BasePipeline:
 
 
 def _execute(pipeline: BasePipeline, inputs: list[dict[str, Any]], batch_size: int, engine: str) -> None:
-    """Run a built pipeline over `inputs`; a failed step is one EngineError naming `engine`."""
+    """Run a built pipeline over `inputs`; a failed step is one EngineError naming `engine`. Ctrl-C or SIGTERM
+    stops the local pipeline (the flushed shards stay) and raises `Interrupted`."""
     os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+    with _distilabel_process_state():
+        try:
+            pipeline.run(dataset=inputs, dataset_batch_size=batch_size, use_cache=False)
+        except RuntimeError as err:  # a step failed to load: distilabel logged it above
+            cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
+            raise EngineError(f"{engine} failed{cause}") from None
+        except SystemExit:  # distilabel exits on a second stop signal
+            if not getattr(pipeline, "stopped_by", None):
+                raise
+    if getattr(pipeline, "stopped_by", None):
+        raise Interrupted(pipeline.stopped_by)
+
+
+@contextlib.contextmanager
+def _distilabel_process_state() -> Iterator[None]:
+    """Give back what a distilabel run takes over and, when it fails or is stopped, leaves behind: the root
+    logger's handlers (routed into its log queue), the SIGINT / SIGTERM handlers, and the log listener thread
+    (left running, it prints a traceback once the queue is gone at exit)."""
     root_handlers = list(logging.getLogger().handlers)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pipeline.run(dataset=inputs, dataset_batch_size=batch_size, use_cache=False)
-    except RuntimeError as err:  # distilabel logs the step's own traceback above this
-        raise EngineError(f"{engine} failed ({err}); its error is logged above") from None
+        yield
     finally:
-        # distilabel routes the root logger into a queue it closes at the end: give the root logger back.
+        stop_logging()
         logging.getLogger().handlers = root_handlers
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -103,6 +103,9 @@ def _validate(
 
 def prompt_token_counts(tokenizer, prompts: Iterable[str], system_prompt: str | None) -> list[int]:
     """Token count of each prompt once the teacher's chat template (with generation prompt) is applied."""
+    prompts = list(prompts)
+    if not prompts:  # the tokenizer refuses an empty batch
+        return []
     texts = [
         tokenizer.apply_chat_template(
             chat_messages(p, system_prompt), tokenize=False, add_generation_prompt=True

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distillab import __version__
-from distillab.configs import save_resolved_config
+from distillab.configs import must_start_over, save_resolved_config
 from distillab.data.cards import render_hard_label_card
 from distillab.data.hardlabels import (
     ShardStore,
@@ -20,7 +20,7 @@ from distillab.data.hardlabels import (
 )
 from distillab.data.stats import duplicate_count, length_stats
 from distillab.data.tokenizers import tokenizer_fingerprint
-from distillab.errors import ConfigError, DataError, EngineError, first_line
+from distillab.errors import DataError, EngineError, first_line
 from distillab.fileio import check_output_dir, utc_timestamp
 from distillab.generate.config import GenerateConfig
 from distillab.generate.prompts import PromptSet, build_prompt_set
@@ -35,12 +35,12 @@ def generate(config: GenerateConfig) -> Path:
     output_dir = config.run_dir
     check_output_dir(output_dir)
     previous = read_metadata(output_dir)
-    stale = previous is not None and previous.get("config_fingerprint") != config.fingerprint()
-    if stale and not config.overwrite:
-        raise ConfigError(
-            f"output_dir {output_dir} holds a run with a different config; "
-            "pass --overwrite to replace it or choose another --output_dir"
-        )
+    stale = previous is not None and must_start_over(
+        previous.get("config_fingerprint"),
+        config.fingerprint(),
+        overwrite=config.overwrite,
+        holder=f"output_dir {output_dir} holds a run",
+    )
     if previous and not stale and previous.get("complete"):
         print(f"generate: {output_dir} is already complete ({previous['rows']} rows); nothing to do")
         return _finish(config, output_dir)
@@ -190,6 +190,7 @@ def _finish(config: GenerateConfig, output_dir: Path) -> Path:
                 replicas=config.replicas,
                 ray=config.ray,
                 ray_address=config.ray_address,
+                overwrite=config.overwrite,
             )
         )
     if config.push_to_hub:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from distillab.configs import model_reference
 from distillab.errors import ConfigError
 from distillab.kd.losses import KDLossConfig
 from distillab.sft import DistillabSFTConfig
@@ -61,6 +62,7 @@ class DistillabKDConfig(DistillabSFTConfig, KDLossConfig):
                 "teacher is zero outside its top-k, so KL(student || teacher) is infinite"
             )
         self.loss_config()  # validates the KD fields
+        self.teacher = self.teacher and model_reference(self.teacher)
         super().__post_init__()
 
     def loss_config(self) -> KDLossConfig:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from trl import SFTConfig
 
-from distillab.configs import config_fingerprint, config_to_dict
+from distillab.configs import config_fingerprint, config_to_dict, model_reference
 from distillab.errors import ConfigError
 
 STUDENT_KINDS = ("pretrained", "fresh", "pruned")
@@ -155,6 +155,7 @@ class DistillabSFTConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         self._validate_distillab_fields()
+        self.model_name_or_path = self.model_name_or_path and model_reference(self.model_name_or_path)
         apply_cpu_defaults(self)
         super().__post_init__()
         # distillab tokenises, masks, cuts and packs itself (distillab.sft.data): TRL takes the sequences as is.
