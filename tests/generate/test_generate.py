@@ -137,7 +137,8 @@ def test_stopped_run_leaves_no_worker_and_resumes(tmp_path, tiny_teacher, hard_l
         workers = psutil.Process(process.pid).children(recursive=True)
         assert workers, "distilabel started no worker process"
         (os.killpg if signum == signal.SIGINT else os.kill)(process.pid, signum)
-        assert process.wait(timeout=120) == exit_code
+        # each step finishes its batch before the stop: slow on a loaded machine
+        assert process.wait(timeout=300) == exit_code
         deadline = time.time() + 30
         while live(workers) and time.time() < deadline:
             time.sleep(0.1)
