@@ -10,11 +10,13 @@ as a user experiences them. Prints a table and the ratio 2 replicas / 1 replica 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.harness import CACHE, alternate, bench_parser, hand_back, measure, print_table
@@ -24,7 +26,7 @@ SIDES = ("1-replica", "2-replicas")
 
 def tiny_teacher() -> Path:
     """The tests' byte-level BPE tokenizer and a ~10M-parameter Llama, built once."""
-    from tests import tiny
+    from distillab import tiny
 
     cache = CACHE / "bench-scale"
     teacher = cache / "teacher-10m"
@@ -70,6 +72,18 @@ def run_side(side: str, model: str, ray_address: str, n: int, max_new_tokens: in
     return {"tokens": tokens, "seconds": seconds}
 
 
+@contextlib.contextmanager
+def local_ray() -> Iterator[str]:
+    """A one-node Ray cluster on this machine for the measured runs (both sides join it); yields its address."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
 def main() -> None:
     parser = bench_parser(__doc__, SIDES)
     parser.add_argument("--model", help="teacher folder (default: the tiny 10M Llama)")
@@ -83,14 +97,12 @@ def main() -> None:
     if args.side:
         hand_back(run_side(args.side, args.model, args.ray_address, *sizes.values()))
         return
-    from tests.processes import ray_head
-
     model = args.model or str(tiny_teacher())
     print(
         f"{args.num_prompts} prompts, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "
         f"model={model}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
     )
-    with ray_head() as address:
+    with local_ray() as address:
         results = alternate(
             SIDES,
             args.repeats,

@@ -26,6 +26,7 @@ SHARED = (
     "devices",
     "markdown",
     "modelfiles",
+    "interrupts",
     "tiny",
     "assets",
 )

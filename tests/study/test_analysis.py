@@ -12,7 +12,8 @@ import pytest
 
 from distillab.errors import DataError
 from distillab.scaling import load_coefficients
-from distillab.study.analysis import COLUMNS, analyze
+from distillab.study.analysis import analyze
+from distillab.study.run import RUNS_COLUMNS
 from tests import textbook
 
 SUPERVISED = {"E": 1.8, "A": 120.0, "B": 400.0, "alpha": 0.35, "beta": 0.38, "gamma": 0.8}
@@ -75,7 +76,7 @@ def synthetic_rows():
 
 def write_runs(path, rows):
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=RUNS_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return path

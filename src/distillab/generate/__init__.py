@@ -9,16 +9,8 @@ from distillab.errors import exit_on_user_error
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    from distillab.configs import parse_config
-    from distillab.generate.shards import MergeConfig
-
-    argv = sys.argv[1:] if argv is None else argv
-    if "--merge" in argv:
-        from distillab.generate.merge import merge
-
-        merge(parse_config(MergeConfig, argv))
-        return
     from distillab.generate.config import GenerateConfig
     from distillab.generate.run import generate
+    from distillab.generate.shards import run_or_merge
 
-    generate(parse_config(GenerateConfig, argv))
+    run_or_merge(sys.argv[1:] if argv is None else argv, GenerateConfig, generate)

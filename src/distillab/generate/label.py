@@ -33,7 +33,7 @@ from distillab.errors import ConfigError, DataError, exit_on_user_error
 from distillab.fileio import check_output_dir
 from distillab.generate.config import ScaleOutConfig
 from distillab.generate.registry import ENGINES, SCORERS
-from distillab.generate.shards import MergeConfig, Shard, take_shard
+from distillab.generate.shards import Shard, run_or_merge, take_shard
 from distillab.modelfiles import check_model_files
 
 SOFT_SHARDS_DIR = ".soft_shards"
@@ -290,15 +290,7 @@ def _soft_bytes(rows: list[dict], files: list[Path]) -> int:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    from distillab.configs import parse_config
-
-    argv = sys.argv[1:] if argv is None else argv
-    if "--merge" in argv:
-        from distillab.generate.merge import merge
-
-        merge(parse_config(MergeConfig, argv))
-        return
-    label(parse_config(LabelConfig, argv))
+    run_or_merge(sys.argv[1:] if argv is None else argv, LabelConfig, label)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,16 @@ def _read_rows(folder: Path) -> list[dict[str, Any]]:
         for path in sorted((folder / DATA_DIR).glob("*.parquet"))
         for row in pq.read_table(path).to_pylist()
     ]
+
+
+def run_or_merge(argv: list[str], config_cls: type, run: Callable[[Any], Any]) -> None:
+    """`--merge DIR... --output_dir OUT` joins shard folders into one dataset; any other command line is parsed
+    into `config_cls` and handed to `run` (the main of `distillab generate` and of `distillab label`)."""
+    from distillab.configs import parse_config
+
+    if "--merge" in argv:
+        from distillab.generate.merge import merge
+
+        merge(parse_config(MergeConfig, argv))
+    else:
+        run(parse_config(config_cls, argv))

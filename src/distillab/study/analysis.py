@@ -40,24 +40,8 @@ from distillab.scaling import (
 from distillab.scaling.fit import largest
 from distillab.scaling.laws import FIT_METHODS
 from distillab.study import plots
+from distillab.study.run import RUNS_COLUMNS
 
-COLUMNS = (
-    "cell",
-    "method",
-    "student_size",
-    "student_params",
-    "student_tokens",
-    "loss",
-    "teacher",
-    "teacher_params",
-    "teacher_loss",
-    "seed",
-    "flops_student",
-    "flops_teacher",
-    "flops_total",
-    "wall_s",
-    "run_dir",
-)
 DISTILLATION_METHODS = FIT_METHODS[1:]
 HOLDOUT_BY = "params_tokens"
 GAP_COEFFICIENTS = ("c1", "f1", "d1")  # the capacity-gap transition in L_T
@@ -140,7 +124,7 @@ def load_study_runs(path: Path) -> list[StudyRun]:
         raise DataError(f"runs file {path} does not exist")
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+        missing = [column for column in RUNS_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
         runs = [_parse_row(path, line, row) for line, row in enumerate(reader, start=2)]
