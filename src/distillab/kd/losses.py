@@ -28,7 +28,8 @@ token at t + 1 (see :func:`shift_labels`), and the teacher's distribution at t i
 (docs/architecture.md): the usual causal-LM shift, applied once by the data pipeline.
 
 Sparse targets are the stored teacher top-k: ``topk_ids`` and raw ``topk_logprobs`` at temperature 1. A slot
-with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i is treated as:
+with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i (or the dataset's stored
+tail, ``teacher_topk_log_tail``, when given) is treated as:
 
     renormalize  the teacher is its top-k renormalised, q_i^tau proportional to q_i^(1/tau) on the k ids and
                  zero elsewhere (truncating and tempering commute). D is the exact full-vocabulary divergence
@@ -153,6 +154,7 @@ def kd_loss(
     teacher_logits: Tensor | None = None,
     teacher_topk_ids: Tensor | None = None,
     teacher_topk_logprobs: Tensor | None = None,
+    teacher_topk_log_tail: Tensor | None = None,
     config: KDLossConfig | None = None,
     reduction: str = "mean",
 ) -> KDLossOutput:
@@ -164,6 +166,8 @@ def kd_loss(
         labels: [B, T] next-token ids aligned with the logits (``labels[b, t]`` is token t + 1), -100 = skip.
         teacher_logits: dense targets [B, T, V], the live teacher's logits at the same positions.
         teacher_topk_ids, teacher_topk_logprobs: sparse targets [B, T, k], raw top-k log-probs at temperature 1.
+        teacher_topk_log_tail: optional [B, T], the stored log of the teacher's mass outside its top-k; the
+            ``tail_bucket`` teacher uses it instead of deriving it from the top-k (``renormalize`` ignores it).
         config: weights and options (default `KDLossConfig()`); a teacher is required when ``config.lam > 0``.
         reduction: "mean" over supervised tokens (0 when there are none) or "sum"; `n_tokens` is the count.
     """
@@ -171,6 +175,10 @@ def kd_loss(
     _check_inputs(
         student_logits, labels, teacher_logits, teacher_topk_ids, teacher_topk_logprobs, config, reduction
     )
+    if teacher_topk_log_tail is not None and teacher_topk_log_tail.shape != labels.shape:
+        raise ValueError(
+            f"teacher_topk_log_tail {tuple(teacher_topk_log_tail.shape)} must be [batch, tokens] like the labels"
+        )
     vocab_size = student_logits.shape[-1]
     flat_labels = labels.reshape(-1)
     rows = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
@@ -179,7 +187,8 @@ def kd_loss(
     sparse = None
     if teacher_topk_ids is not None and teacher_topk_logprobs is not None:
         k = teacher_topk_ids.shape[-1]
-        sparse = (teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k))
+        log_tail = None if teacher_topk_log_tail is None else teacher_topk_log_tail.reshape(-1)
+        sparse = (teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k), log_tail)
     dense = None if teacher_logits is None else teacher_logits.reshape(-1, vocab_size)
     need_grad = torch.is_grad_enabled() and student_logits.requires_grad
     loss, kd, ntp, z = _ChunkedKDLoss.apply(
@@ -214,6 +223,7 @@ def reference_kd_loss(
     teacher_logits: Tensor | None = None,
     teacher_topk_ids: Tensor | None = None,
     teacher_topk_logprobs: Tensor | None = None,
+    teacher_topk_log_tail: Tensor | None = None,
     config: KDLossConfig | None = None,
 ) -> KDLossOutput:
     """`kd_loss` with reduction "mean", the plain way: every distribution written out in probability space,
@@ -230,7 +240,10 @@ def reference_kd_loss(
             torch.softmax(teacher_logits[supervised] / tau, dim=-1), torch.softmax(x / tau, dim=-1), config
         )
     elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
-        q, p = _reference_sparse(x, teacher_topk_ids[supervised], teacher_topk_logprobs[supervised], config)
+        tail = None if teacher_topk_log_tail is None else teacher_topk_log_tail[supervised].exp()
+        q, p = _reference_sparse(
+            x, teacher_topk_ids[supervised], teacher_topk_logprobs[supervised], tail, config
+        )
         kd = reference_divergence(q, p, config)
     kd, ntp, z = (term.sum() / max(len(term), 1) for term in (kd, ntp, z))
     loss = (1 - config.lam) * ntp + config.lam * config.temperature**2 * kd + config.z_loss * z
@@ -252,7 +265,7 @@ def reference_divergence(q: Tensor, p: Tensor, config: KDLossConfig) -> Tensor:
 
 
 def _reference_sparse(
-    x: Tensor, ids: Tensor, logprobs: Tensor, config: KDLossConfig
+    x: Tensor, ids: Tensor, logprobs: Tensor, tail: Tensor | None, config: KDLossConfig
 ) -> tuple[Tensor, Tensor]:
     """Teacher and student distributions at tau for top-k targets, per tail treatment (module docstring)."""
     tau, valid = config.temperature, (ids >= 0) & (logprobs != -math.inf)
@@ -261,11 +274,14 @@ def _reference_sparse(
         q_topk = torch.softmax((logprobs / tau).masked_fill(~valid, -math.inf), dim=-1)
         return torch.zeros_like(x).scatter_add(-1, ids, q_topk), torch.softmax(x / tau, dim=-1)
 
-    def bucketed(top: Tensor) -> Tensor:  # tail_bucket: the k ids plus one bucket, tempered as k + 1 outcomes
-        powered = torch.cat([top, (1 - top.sum(-1, keepdim=True)).clamp_min(0)], dim=-1) ** (1 / tau)
+    def bucketed(
+        top: Tensor, tail: Tensor | None = None
+    ) -> Tensor:  # tail_bucket: k ids + one bucket, tempered
+        tail = (1 - top.sum(-1)).clamp_min(0) if tail is None else tail
+        powered = torch.cat([top, tail[:, None]], dim=-1) ** (1 / tau)
         return powered / powered.sum(-1, keepdim=True)
 
-    return bucketed(logprobs.exp() * valid), bucketed(torch.softmax(x, dim=-1).gather(-1, ids) * valid)
+    return bucketed(logprobs.exp() * valid, tail), bucketed(torch.softmax(x, dim=-1).gather(-1, ids) * valid)
 
 
 def _check_inputs(
@@ -334,7 +350,7 @@ class _ChunkedKDLoss(torch.autograd.Function):
         labels: Tensor,
         rows: Tensor,
         dense: Tensor | None,
-        sparse: tuple[Tensor, Tensor] | None,
+        sparse: tuple[Tensor, Tensor, Tensor | None] | None,
         config: KDLossConfig,
         scale: float,
         need_grad: bool,
@@ -401,22 +417,27 @@ def _student_chunk(x: Tensor, y: Tensor, tau: float) -> _StudentChunk:
 
 
 def _teacher_chunk(
-    dense: Tensor | None, sparse: tuple[Tensor, Tensor] | None, rows: Tensor, tau: float, dtype: torch.dtype
-) -> Tensor | tuple[Tensor, Tensor] | None:
-    """Dense: the teacher's log-softmax at tau (floored at LOG_ZERO); sparse: (ids, raw log-probs)."""
+    dense: Tensor | None,
+    sparse: tuple[Tensor, Tensor, Tensor | None] | None,
+    rows: Tensor,
+    tau: float,
+    dtype: torch.dtype,
+) -> Tensor | tuple[Tensor, Tensor, Tensor | None] | None:
+    """Dense: the teacher's log-softmax at tau (floored at LOG_ZERO); sparse: (ids, raw log-probs, log tail)."""
     if dense is not None:
         logits = dense.index_select(0, rows).to(dtype)
         return torch.log_softmax(logits if tau == 1 else logits.div_(tau), dim=-1).clamp_min_(LOG_ZERO)
     if sparse is not None:
-        ids, logprobs = sparse
-        return ids.index_select(0, rows), logprobs.index_select(0, rows).to(dtype)
+        ids, logprobs, log_tail = sparse
+        tail = None if log_tail is None else log_tail.index_select(0, rows).to(dtype).clamp_min(LOG_ZERO)
+        return ids.index_select(0, rows), logprobs.index_select(0, rows).to(dtype), tail
     return None
 
 
 def _chunk_loss(
     student: _StudentChunk,
     y: Tensor,
-    teacher: Tensor | tuple[Tensor, Tensor] | None,
+    teacher: Tensor | tuple[Tensor, Tensor, Tensor | None] | None,
     config: KDLossConfig,
     weight: float,
     need_grad: bool,
@@ -479,7 +500,12 @@ def _dense_kd(log_p: Tensor, log_q: Tensor, config: KDLossConfig) -> tuple[Tenso
 
 
 def _sparse_kd(
-    student: _StudentChunk, ids: Tensor, logprobs: Tensor, config: KDLossConfig, need_grad: bool
+    student: _StudentChunk,
+    ids: Tensor,
+    logprobs: Tensor,
+    log_tail: Tensor | None,
+    config: KDLossConfig,
+    need_grad: bool,
 ) -> tuple[Tensor, _KDGradient | None]:
     """D on the k ids plus the rest (module docstring); the gradient by autograd over [tokens, k + 1] only."""
     tau = config.temperature
@@ -497,7 +523,7 @@ def _sparse_kd(
 
     else:
         temperature, log_probs = 1.0, student.log_probs
-        teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO)), tau)
+        teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO), log_tail), tau)
 
         def kd_of(gathered: Tensor) -> Tensor:
             return _divergence(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distillab.data.softlabels import SoftLabelFormat
 from distillab.errors import ConfigError, first_line
 from distillab.kd.config import DistillabKDConfig
 from distillab.kd.soft_labels import SoftLabelAttacher, check_same_vocabulary, soft_label_metadata
@@ -41,13 +42,10 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
         teacher_model = _load_teacher(teacher, config)
         record_fields = {"details": {"kd": {**config.kd_settings(), "teacher": teacher}}}
     else:
-        soft = _check_soft_labels(config, inputs, vocab_size)
+        soft, soft_format = _check_soft_labels(config, inputs, vocab_size)
         soft_labels_k = config.soft_labels_k or soft["k"]
         attacher = SoftLabelAttacher(
-            inputs.hard_labels,
-            vocab_size=vocab_size,
-            soft_labels_k=soft_labels_k,
-            logprob_dtype=soft.get("logprob_dtype", "float32"),
+            inputs.hard_labels, vocab_size=vocab_size, soft_labels_k=soft_labels_k, soft_format=soft_format
         )
         data = prepare_training_data(config, inputs, attach=attacher)
         teacher_model = None
@@ -55,7 +53,11 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
             **config.kd_settings(),
             "soft_labels_k": soft_labels_k,
             "teacher": _dataset_teacher(inputs.metadata),
-            "soft_labels": {key: soft.get(key) for key in ("k", "engine", "logprob_dtype", "scored_tokens")},
+            "soft_labels": {
+                key: soft.get(key)
+                for key in ("k", "mass", "min_k", "engine", "logprob_dtype", "scored_tokens")
+            }
+            | {"format_version": soft_format.version},
         }
         # the teacher scored the dataset once (`distillab label`)
         record_fields = {"teacher_scored_tokens": soft["scored_tokens"], "details": {"kd": settings}}
@@ -70,9 +72,14 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
     )
 
 
-def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int) -> dict[str, Any]:
-    """The dataset's soft-label metadata, once the student matches their teacher and --soft_labels_k fits them."""
-    soft = soft_label_metadata(config.dataset_name, inputs.metadata, inputs.hard_labels.column_names)
+def _check_soft_labels(
+    config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int
+) -> tuple[dict[str, Any], SoftLabelFormat]:
+    """The dataset's soft-label metadata and format, once the student matches their teacher and --soft_labels_k
+    fits them."""
+    soft, soft_format = soft_label_metadata(
+        config.dataset_name, inputs.metadata, inputs.hard_labels.data.schema
+    )
     check_same_vocabulary(
         inputs.tokenizer,
         vocab_size,
@@ -84,7 +91,7 @@ def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_s
         raise ConfigError(
             f"--soft_labels_k {config.soft_labels_k} is more than the {soft['k']} soft labels stored per position"
         )
-    return soft
+    return soft, soft_format
 
 
 def _check_online_teacher(config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int) -> str:
