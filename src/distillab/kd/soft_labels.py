@@ -155,6 +155,9 @@ class SoftLabelCollator:
             if getattr(self.base, "padding_free", False):
                 pieces = [torch.cat(pieces)]
             batch[column] = torch.stack(
-                [F.pad(p, (0, 0) * (p.dim() - 1) + (0, length - len(p)), value=PADDING[column]) for p in pieces]
+                [
+                    F.pad(p, (0, 0) * (p.dim() - 1) + (0, length - len(p)), value=PADDING[column])
+                    for p in pieces
+                ]
             )
         return batch
