@@ -230,7 +230,7 @@ def test_vllm_prompt_logprobs_preflight_sizes_the_engine_step():
 
 @pytest.mark.parametrize(
     "max_logprobs, prefix_caching, message",
-    [(8, False, "max_logprobs is 8, fewer than the 16"), (16, True, "prefix caching on")],
+    [(8, False, "max_logprobs is 8, fewer than the 16"), (-1, True, "prefix caching on")],
 )
 def test_vllm_engine_settings_are_checked(max_logprobs, prefix_caching, message):
     engine = SimpleNamespace(

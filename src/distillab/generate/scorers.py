@@ -171,8 +171,8 @@ def prompt_logprobs_tokens(vocab_size: int, budget_gib: float) -> int:
 
 def check_prompt_logprobs_engine(engine, k: int) -> None:
     """The started engine must return k prompt log-probs and compute them for every position."""
-    max_logprobs = engine.model_config.max_logprobs
-    if max_logprobs < k:
+    max_logprobs = engine.model_config.max_logprobs  # -1: no limit
+    if 0 <= max_logprobs < k:
         raise ConfigError(
             f"vLLM's max_logprobs is {max_logprobs}, fewer than the {k} soft labels per position"
         )
