@@ -114,7 +114,7 @@ def train_and_score(args) -> dict:
     output_dir = train_kd(parse_config(DistillabKDConfig, argv), [clock])
     record = json.loads((output_dir / "distillab_run.json").read_text())
     return {
-        **held_out_scores(output_dir, Path(args.held_out)),
+        **held_out_scores(output_dir, Path(args.held_out_dir)),
         "step_us_per_token": clock.wall / record["tokens_processed"] * 1e6,
         "steps": record["training"]["global_step"],
     }
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--held_out", type=int, default=8, help="demo rows held out from training")
     parser.add_argument("--output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--held_out_dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         hand_back(train_and_score(args))
@@ -196,7 +197,7 @@ def main() -> None:
     for name in STUDENTS:
         output_dir = BENCH_CACHE / "students" / name.replace(" ", "-")
         results[name] = measure(
-            "bench.soft_labels", "kd", output_dir=output_dir, dataset=datasets[name], held_out=held_out,
+            "bench.soft_labels", "kd", output_dir=output_dir, dataset=datasets[name], held_out_dir=held_out,
             steps=args.steps, batch=args.batch,
         )  # fmt: skip
         print(f"  {name}: {results[name]}", flush=True)

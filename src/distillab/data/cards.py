@@ -78,7 +78,7 @@ def _soft_label_rows(soft: dict[str, Any]) -> list[tuple[str, Any]]:
             (
                 "soft-label fidelity",
                 f"{fidelity['mean_slots_per_position']:.1f} slots/position, tail mass mean "
-                f"{fidelity['tail_mass_mean']:.2e} / p99 {fidelity['tail_mass_p99']:.2e}, max |Δ log-prob| "
+                f"{fidelity['tail_mass_mean']:.2e} / p99 {fidelity['tail_mass_p99']:.2e}, max abs Δ log-prob "
                 f"{fidelity['max_abs_logprob_error']:.3g}, KL(full‖stored) "
                 + ("not measured" if kl is None else f"{kl:.2e} nats ({fidelity['kl_positions']} positions)"),
             )
