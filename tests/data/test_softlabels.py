@@ -5,9 +5,23 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from distillab.data.softlabels import PAD_ID, validate_soft_labels
+from distillab.data.softlabels import (
+    BASE_COLUMNS,
+    PAD_ID,
+    SoftLabelFormat,
+    adaptive_slots,
+    decode_soft_labels,
+    keep_first_slots,
+    log_tail_after,
+    pack_bits,
+    unpack_bits,
+    validate_soft_labels,
+)
 from distillab.errors import DataError
 
 
@@ -72,3 +86,108 @@ def test_validate_soft_labels_names_row_and_field(edit, kwargs, message):
     arguments = {"vocab_size": 10, "n_positions": 3, "row": 7} | kwargs
     with pytest.raises(DataError, match=re.escape(message)):
         validate_soft_labels(ids, logprobs, **arguments)
+
+
+def _sorted_top_k(n: int, k: int, vocab: int, seed: int = 0):
+    """float64 log-probs of n random distributions over `vocab`: their top-k ids and log-probs (sorted), and
+    the log of the mass outside them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((n, vocab)) * rng.uniform(0.5, 12, (n, 1))  # flat to very peaked
+    full = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    ids = np.argsort(-full, axis=1)[:, :k]
+    logprobs = np.take_along_axis(full, ids, axis=1)
+    rest = full.copy()
+    np.put_along_axis(rest, ids, -np.inf, axis=1)
+    return ids, logprobs, np.logaddexp.reduce(rest, axis=1)
+
+
+def _through_parquet(row: dict, fmt: SoftLabelFormat) -> dict:
+    """Write one encoded row to parquet and read it back as python values, as `datasets` hands it over."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([row], schema=pa.schema(fmt.fields())), sink)
+    return pq.read_table(pa.BufferReader(sink.getvalue())).to_pylist()[0]
+
+
+@pytest.mark.parametrize("vocab_size, id_bits", [(3000, 16), (100_000, 17), (200_000, 18)])
+@pytest.mark.parametrize("mass", [None, 0.9])
+def test_round_trip_is_within_the_declared_quantisation_error(vocab_size, id_bits, mass):
+    k, min_k = 32, 2
+    ids, logprobs, log_tail = _sorted_top_k(40, k, 3000)
+    ids = ids * (vocab_size // 3000) + (
+        vocab_size - 3000 * (vocab_size // 3000)
+    )  # spread over the vocabulary
+    fmt = SoftLabelFormat.compact(k, vocab_size)
+    assert fmt.id_bits == id_bits and fmt.to_metadata()["version"] == 2
+    slots = adaptive_slots(logprobs, mass, min_k)
+    row = {"input_ids": [1, 2], "completion_start": 1}
+    row |= fmt.encode(ids, logprobs.astype(np.float32), log_tail_after(logprobs, log_tail, slots), slots)
+    decoded_ids, decoded, decoded_tail = decode_soft_labels(_through_parquet(row, fmt), fmt)
+
+    kept = np.arange(k) < slots[:, None]
+    np.testing.assert_array_equal(decoded_ids[kept], ids[kept])
+    assert (decoded_ids[~kept] == PAD_ID).all() and (decoded[~kept] == -np.inf).all()
+    declared = fmt.to_metadata()["logprobs"]
+    in_range = logprobs >= -np.exp(declared["offset"] + 255 * declared["step"])
+    error = np.abs(decoded.astype(np.float64) - logprobs)[kept & in_range]
+    bound = (declared["max_relative_error"] * np.abs(logprobs) + declared["max_abs_error_near_zero"])[
+        kept & in_range
+    ]
+    assert (error <= bound).all()
+    assert error.max() > 0  # the codes do round
+    exact_tail = np.log1p(-np.where(kept, np.exp(logprobs), 0).sum(1))  # float64, by hand
+    np.testing.assert_allclose(decoded_tail, exact_tail, rtol=1e-6)
+    if mass is not None:
+        covered = np.where(kept, np.exp(logprobs), 0).sum(1)
+        assert ((covered >= mass) | (slots == k)).all() and (slots >= min_k).all()
+        assert slots.min() < slots.max()
+
+
+def test_adaptive_slots_by_hand():
+    logprobs = np.log([[0.5, 0.3, 0.1, 0.05], [0.97, 0.01, 0.01, 0.005], [0.3, 0.2, 0.1, 0.1]])
+    assert adaptive_slots(logprobs, 0.8, 1).tolist() == [2, 1, 4]
+    assert adaptive_slots(logprobs, 0.8, 3).tolist() == [3, 3, 4]
+    assert adaptive_slots(logprobs, None, 1).tolist() == [4, 4, 4]
+    assert adaptive_slots(logprobs, 0.95, 1).tolist() == [4, 1, 4]
+
+
+def test_keeping_fewer_slots_moves_their_mass_into_the_tail():
+    ids = np.array([[4, 2, 7]], dtype=np.int32)
+    logprobs = np.log([[0.5, 0.2, 0.1]]).astype(np.float32)
+    kept_ids, kept_logprobs, log_tail = keep_first_slots(ids, logprobs, np.log([0.2]), 1)
+    assert kept_ids.tolist() == [[4]] and kept_logprobs[0].tolist() == pytest.approx([math.log(0.5)])
+    assert log_tail.tolist() == pytest.approx([math.log(0.5)], rel=1e-6)
+    assert keep_first_slots(ids, logprobs, None, 2)[2] is None
+
+
+def test_bits_pack_and_unpack():
+    values = np.array([0, 1, 2**17 - 1, 65_536, 99_999])
+    blob = pack_bits(values, 17)
+    assert len(blob) == math.ceil(5 * 17 / 8)
+    assert unpack_bits(blob, 17, 5).tolist() == values.tolist()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda soft: soft["format"].update(version=7), "format version 7 is not one this distillab reads"),
+        (lambda soft: soft["format"]["logprobs"].pop("step"), "missing 'step'"),
+        (lambda soft: soft.update(vocab_size=70_000), "do not fit vocab_size 70000"),
+        (lambda soft: soft["format"].update(logprobs={"name": "int4"}), "unknown log-prob encoding"),
+    ],
+)
+def test_corrupt_format_metadata_is_one_line_naming_the_file(edit, message):
+    soft = {"k": 8, "vocab_size": 3000, "format": SoftLabelFormat.compact(8, 3000).to_metadata()}
+    edit(soft)
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        SoftLabelFormat.from_metadata(soft, "data/x/distillab.json")
+    assert str(error.value).startswith("data/x/distillab.json: corrupt soft_labels format (")
+    assert "\n" not in str(error.value)
+
+
+def test_previous_format_is_read_from_metadata_without_a_format():
+    fmt = SoftLabelFormat.from_metadata({"k": 16, "vocab_size": 2048, "logprob_dtype": "float16"}, "x")
+    assert (fmt.version, fmt.id_bits, fmt.columns) == (1, 32, BASE_COLUMNS)
+    row = {"topk_ids": [[3, 1], [0, 2]], "topk_logprobs": [[-0.5, -1.5], [-0.25, -2.0]]}
+    ids, logprobs, tail = decode_soft_labels(row, fmt)
+    assert ids.shape == (2, 16) and ids[:, :2].tolist() == [[3, 1], [0, 2]] and tail is None
+    assert logprobs[:, :2].tolist() == [[-0.5, -1.5], [-0.25, -2.0]] and (ids[:, 2:] == PAD_ID).all()

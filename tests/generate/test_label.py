@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,12 +23,29 @@ from distillab.errors import ConfigError, DataError
 from distillab.generate.config import GenerateConfig
 from distillab.generate.label import SOFT_SHARDS_DIR, LabelConfig, label
 from distillab.generate.run import generate
+from distillab.generate.scorers import check_prompt_logprobs_engine, log_tail_of_top_k, prompt_logprobs_tokens
 from tests.cli import cli_env, run_distillab
 
 
+def reference_log_softmax(model, ids: list[int], start: int) -> torch.Tensor:
+    """float64 log-softmax of the teacher at the positions that predict the completion (t -> token t + 1)."""
+    with torch.inference_mode():
+        return torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)[
+            start - 1 : len(ids) - 1
+        ]
+
+
+def declared_decode(codes, logprobs: dict) -> np.ndarray:
+    """The quantiser as distillab.json declares it: log p = -exp(offset + code * step)."""
+    return -np.exp(logprobs["offset"] + np.asarray(codes, dtype=np.float64) * logprobs["step"])
+
+
 def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, tiny_teacher):
+    """Round trip through the dataset: the ids are the exact top-16, the 8-bit codes decode within the declared
+    error of the float64 log-probs, and the stored tail is the exact mass outside them."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
     model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    quantiser = read_metadata(soft_label_dir)["soft_labels"]["format"]["logprobs"]
     rows = load_hard_labels(str(soft_label_dir)).to_list()
     for row in rows[:4]:
         ids, start = row["input_ids"], row["completion_start"]
@@ -34,13 +54,14 @@ def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, t
             row["messages"][:1], tokenize=False, add_generation_prompt=True
         )
         assert start == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        with torch.inference_mode():
-            full = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
-        expected = full[start - 1 : len(ids) - 1].topk(
-            16, dim=-1
-        )  # position t -> distribution over token t+1
+        full = reference_log_softmax(model, ids, start)
+        expected = full.topk(16, dim=-1)
         assert np.array_equal(np.array(row["topk_ids"]), expected.indices.numpy())
-        np.testing.assert_allclose(np.array(row["topk_logprobs"]), expected.values.numpy(), atol=5e-3)  # fp16
+        exact = expected.values.numpy()
+        error = np.abs(declared_decode(row["topk_logprobs"], quantiser) - exact)
+        assert (error <= quantiser["max_relative_error"] * np.abs(exact) + 1e-6).all()
+        tail = full.scatter(1, expected.indices, -math.inf).logsumexp(dim=-1)
+        np.testing.assert_allclose(row["topk_log_tail"], tail.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher):
@@ -52,9 +73,57 @@ def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher)
     assert soft["tokenizer_fingerprint"] == tokenizer_fingerprint(tokenizer)
     assert soft["scored_tokens"] == sum(len(r["topk_ids"]) for r in rows)
     assert all(len(r["topk_ids"]) == len(r["input_ids"]) - r["completion_start"] for r in rows)
-    assert 0 < soft["bytes_per_token"] < 16 * 6
-    assert "position completion_start-1+j" in soft["alignment"] and "renormalize" in soft["tail"]
-    assert "top-16 float16 log-probs" in (soft_label_dir / "README.md").read_text()
+    assert 0 < soft["bytes_per_token"] < 16 * 3  # 2-byte ids and 1-byte log-probs, before compression
+    assert soft["format"]["version"] == 2 and soft["format"]["ids"] == {"encoding": "uint16"}
+    assert soft["format"]["logprobs"]["bits"] == 8 and (soft["mass"], soft["min_k"]) == (None, 1)
+    assert "position completion_start-1+j" in soft["alignment"] and "tail_bucket" in soft["tail"]
+    fidelity = soft["fidelity"]
+    tails = np.exp(np.concatenate([r["topk_log_tail"] for r in rows]).astype(np.float64))
+    assert fidelity["mean_slots_per_position"] == 16
+    assert fidelity["tail_mass_mean"] == pytest.approx(tails.mean())
+    assert fidelity["tail_mass_p99"] == pytest.approx(np.quantile(tails, 0.99))
+    assert 0 < fidelity["max_abs_logprob_error"] < 0.035 * 12  # log-probs of this flat teacher are > -12
+    assert fidelity["kl_positions"] >= 1024 and fidelity["kl_full_vs_stored"] > 0
+    # spreading the flat teacher's large tail evenly costs far more than rounding the top-16
+    assert fidelity["kl_full_vs_stored"] == pytest.approx(fidelity["kl_full_vs_exact_top_k"], rel=0.05)
+    card = (soft_label_dir / "README.md").read_text()
+    assert "top-16, q8 log-probs" in card and "slots/position" in card
+
+
+def test_adaptive_k_keeps_the_fewest_slots_reaching_the_mass_and_stores_the_exact_tail(
+    hard_label_dir, tiny_teacher, tmp_path
+):
+    """Each position keeps the fewest top ids whose (float64) mass reaches P, at least min_k, at most k; the
+    stored tail is the exact mass outside the kept ids."""
+    mass, min_k, k = 0.06, 2, 16  # the tiny teacher is flat: its top 16 hold ~10% of the mass
+    output_dir = label(
+        LabelConfig(
+            dataset=str(hard_label_dir),
+            soft_labels_k=k,
+            soft_labels_mass=mass,
+            soft_labels_min_k=min_k,
+            output_dir=str(tmp_path / "adaptive"),
+        )
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    counts = []
+    for row in load_hard_labels(str(output_dir)).to_list()[:6]:
+        full = reference_log_softmax(model, row["input_ids"], row["completion_start"])
+        for j, kept in enumerate(row["topk_ids"]):
+            slots = len(kept)
+            counts.append(slots)
+            reference = full[j].topk(slots)
+            assert kept == reference.indices.tolist()
+            covered = reference.values.exp().cumsum(0)
+            assert min_k <= slots <= k
+            assert covered[-1] >= mass or slots == k
+            assert slots == min_k or covered[-2] < mass  # the fewest
+            tail = full[j].scatter(0, reference.indices, -math.inf).logsumexp(0)
+            assert row["topk_log_tail"][j] == pytest.approx(tail.item(), rel=1e-5)
+    assert min(counts) < max(counts)  # the slots do adapt
+    soft = read_metadata(output_dir)["soft_labels"]
+    assert (soft["mass"], soft["min_k"], soft["k"]) == (mass, min_k, k)
+    assert soft["fidelity"]["mean_slots_per_position"] < k
 
 
 def test_second_label_call_is_a_no_op(soft_label_dir, capsys):
@@ -88,7 +157,8 @@ def test_labels_made_with_other_settings_are_never_reused(
 
 
 def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path, hard_label_dir, monkeypatch):
-    """Partial top-4 shards, relaunch with k=8: refused, or started over; never rows of two k in one dataset."""
+    """Partial top-4 shards, relaunch with k=8 or another mass, min_k or log-prob dtype: refused, or started over;
+    never rows of two settings in one dataset."""
     output_dir = tmp_path / "soft"
     write = ShardStore.write
     calls = []
@@ -106,8 +176,14 @@ def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path, hard_label_di
     monkeypatch.setattr(ShardStore, "write", write)
     assert len(ShardStore(output_dir, subdir=SOFT_SHARDS_DIR).shard_paths()) == 2
 
-    with pytest.raises(ConfigError, match="holds soft labels with a different config; pass --overwrite"):
-        label(LabelConfig(soft_labels_k=8, **config))
+    for other in (
+        {"soft_labels_k": 8},
+        {"soft_labels_k": 4, "soft_labels_mass": 0.05},
+        {"soft_labels_k": 4, "soft_labels_min_k": 2},
+        {"soft_labels_k": 4, "logprob_dtype": "float16"},
+    ):
+        with pytest.raises(ConfigError, match="holds soft labels with a different config; pass --overwrite"):
+            label(LabelConfig(**other, **config))
     label(LabelConfig(soft_labels_k=8, overwrite=True, **config))
     rows = load_hard_labels(str(output_dir)).to_list()
     assert {len(step) for r in rows for step in r["topk_ids"]} == {8}
@@ -151,6 +227,27 @@ def test_ctrl_c_stops_label_with_one_line_and_it_resumes(tmp_path, hard_label_di
     assert [r["topk_ids"] for r in resumed] == [r["topk_ids"] for r in reference]
     for r, ref in zip(resumed, reference, strict=True):
         np.testing.assert_allclose(r["topk_logprobs"], ref["topk_logprobs"], atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    "flag, key, value",
+    [
+        ("soft_labels_mass", "mass", 0.5),
+        ("soft_labels_min_k", "min_k", 4),
+        ("logprob_dtype", "logprob_dtype", "float16"),
+    ],
+)
+def test_other_settings_label_again(soft_label_dir, tmp_path, capsys, flag, key, value):
+    """A complete dataset asked for other format settings is refused, then labelled again with --overwrite,
+    never mixed."""
+    output_dir = tmp_path / "copy"
+    shutil.copytree(soft_label_dir, output_dir)
+    config = {"dataset": str(output_dir), "soft_labels_k": 16, flag: value}
+    with pytest.raises(ConfigError, match="holds soft labels with a different config; pass --overwrite"):
+        label(LabelConfig(**config))
+    label(LabelConfig(**config, overwrite=True))
+    assert "nothing to do" not in capsys.readouterr().out
+    assert read_metadata(output_dir)["soft_labels"][key] == value
 
 
 def test_teacher_with_another_tokenizer_is_refused(tmp_path, hard_label_dir):
@@ -248,3 +345,28 @@ def test_a_relative_teacher_path_is_recorded_absolute(tmp_path, tiny_teacher, mo
     assert metadata["soft_labels"]["teacher"] == str(tiny_teacher.resolve())
     monkeypatch.chdir(tmp_path)  # another directory: what the dataset names still loads
     assert AutoTokenizer.from_pretrained(metadata["teacher"]["model"]).chat_template
+
+
+def test_vllm_prompt_logprobs_preflight_sizes_the_engine_step():
+    """SmolLM2's 49,152 ids x 12 bytes per prompt token: 2 GiB hold 3,640 tokens' full log-probs."""
+    assert prompt_logprobs_tokens(49_152, 2.0) == 2 * 2**30 // (49_152 * 12) == 3640
+    with pytest.raises(ConfigError, match="holds prompt log-probs for only 5 tokens of a 151,936-token"):
+        prompt_logprobs_tokens(151_936, 0.01)
+
+
+@pytest.mark.parametrize(
+    "max_logprobs, prefix_caching, message",
+    [(8, False, "max_logprobs is 8, fewer than the 16"), (-1, True, "prefix caching on")],
+)
+def test_vllm_engine_settings_are_checked(max_logprobs, prefix_caching, message):
+    engine = SimpleNamespace(
+        model_config=SimpleNamespace(max_logprobs=max_logprobs),
+        vllm_config=SimpleNamespace(cache_config=SimpleNamespace(enable_prefix_caching=prefix_caching)),
+    )
+    with pytest.raises(ConfigError, match=message):
+        check_prompt_logprobs_engine(engine, 16)
+
+
+def test_a_top_k_only_engine_stores_the_tail_left_by_the_top_k():
+    logprobs = np.log(np.array([[0.5, 0.25], [0.9, 0.1]], dtype=np.float32))
+    np.testing.assert_allclose(np.exp(log_tail_of_top_k(logprobs)), [0.25, 0.0], atol=1e-7)

@@ -23,14 +23,15 @@ def run_kd(argv: list[str], callbacks=()):
 
 
 def write_soft_labels(directory, rows, metadata):
-    """A finished soft-label folder holding `rows` (hard + soft columns; metadata copied, row count updated)."""
+    """A finished soft-label folder holding `rows` (hard + soft columns in the format `metadata` declares;
+    metadata copied, row count updated)."""
     import pyarrow as pa
 
     from distillab.data.hardlabels import SCHEMA, write_dataset, write_metadata
-    from distillab.data.softlabels import soft_label_fields
+    from distillab.data.softlabels import SoftLabelFormat
 
-    schema = pa.schema([*SCHEMA, *soft_label_fields(metadata["soft_labels"]["logprob_dtype"])])
-    write_dataset(directory, rows, schema=schema)
+    soft_format = SoftLabelFormat.from_metadata(metadata["soft_labels"], str(directory))
+    write_dataset(directory, rows, schema=pa.schema([*SCHEMA, *soft_format.fields()]))
     write_metadata(directory, {**metadata, "rows": len(rows), "complete": True})
     return directory
 
@@ -44,6 +45,33 @@ def soft_label_rows(soft_label_dir):
 
 
 @pytest.fixture(scope="session")
+def legacy_soft_label_rows(soft_label_rows, tiny_teacher):
+    """(rows, metadata) as the previous format (1) stored them: the exact top-16 of the float64 teacher as int32
+    ids and float16 log-probs, no tail, no `format` in distillab.json."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    rows, metadata = soft_label_rows
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
+    legacy = []
+    for row in rows:
+        ids, start = row["input_ids"], row["completion_start"]
+        with torch.inference_mode():
+            full = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+        top = full[start - 1 : len(ids) - 1].topk(16, dim=-1)
+        hard = {key: value for key, value in row.items() if not key.startswith("topk_")}
+        legacy.append(hard | {"topk_ids": top.indices.tolist(), "topk_logprobs": top.values.half().tolist()})
+    soft = {key: value for key, value in metadata["soft_labels"].items() if key not in ("format", "fidelity")}
+    return legacy, {**metadata, "soft_labels": soft | {"logprob_dtype": "float16"}}
+
+
+@pytest.fixture(scope="session")
+def legacy_soft_label_dir(tmp_path_factory, legacy_soft_label_rows):
+    """The legacy rows written as a dataset folder of format 1."""
+    return write_soft_labels(tmp_path_factory.mktemp("legacy-soft-labels"), *legacy_soft_label_rows)
+
+
+@pytest.fixture(scope="session")
 def held_out_dir(tmp_path_factory, tiny_teacher):
     """The tiny teacher's greedy completions on 16 chain_sum prompts: sequences no student trains on."""
     return generate_greedy(tiny_teacher, "chain_sum", 16, tmp_path_factory.mktemp("held-out-chain-sum"))
@@ -52,7 +80,7 @@ def held_out_dir(tmp_path_factory, tiny_teacher):
 @pytest.fixture(scope="session")
 def finished_soft_label_dir(tmp_path_factory, hard_label_dir):
     """The session rows with every other answer cut short and finished (finish_reason "stop": its end-of-turn
-    token is supervised), labelled with the tiny teacher's exact top-16 by `distillab label`.
+    token is supervised), labelled with the tiny teacher's exact top-16 by `distillab label` (float16 log-probs).
 
     The random tiny teacher never ends a turn by itself (every session row is truncated at max_new_tokens), so
     the finished rows are written through the hard-label contract: 1 to 6 of its own completion tokens."""
@@ -72,4 +100,11 @@ def finished_soft_label_dir(tmp_path_factory, hard_label_dir):
     root = tmp_path_factory.mktemp("finished-soft-labels")
     write_dataset(root / "hard", rows)
     write_metadata(root / "hard", {**metadata, "rows": len(rows), "complete": True})
-    return label(LabelConfig(dataset=str(root / "hard"), soft_labels_k=16, output_dir=str(root / "soft")))
+    return label(
+        LabelConfig(
+            dataset=str(root / "hard"),
+            soft_labels_k=16,
+            logprob_dtype="float16",
+            output_dir=str(root / "soft"),
+        )
+    )

@@ -415,3 +415,39 @@ def test_shape_and_argument_errors_name_the_mismatch():
 def test_shift_labels_aligns_next_tokens_with_logits():
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7]])
     assert shift_labels(labels).tolist() == [[IGNORE_INDEX, 5, 6, 7, IGNORE_INDEX]]
+
+
+@pytest.mark.parametrize("loss", [kd_loss, reference_kd_loss])
+def test_tail_bucket_uses_the_stored_tail(loss):
+    """Stored top-1 mass 1/2 and tail 3/10 (quantisation left 1/5 unaccounted): the teacher bucket is their
+    normalisation (5/8, 3/8); a uniform student over 3 ids has (1/3, 2/3). KL by hand, tau = 1."""
+    student = torch.zeros(1, 1, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([[0]])
+    targets = {
+        "teacher_topk_ids": torch.tensor([[[0]]], dtype=torch.int32),
+        "teacher_topk_logprobs": torch.tensor([[[math.log(0.5)]]], dtype=torch.float64),
+        "teacher_topk_log_tail": torch.tensor([[math.log(0.3)]], dtype=torch.float64),
+    }
+    config = KDLossConfig(tail="tail_bucket", z_loss=0.0)
+    expected = 0.625 * math.log(0.625 * 3) + 0.375 * math.log(0.375 * 3 / 2)
+    assert loss(student, labels, **targets, config=config).kd.item() == pytest.approx(expected, rel=1e-12)
+    derived = loss(student, labels, **{**targets, "teacher_topk_log_tail": None}, config=config)
+    assert derived.kd.item() == pytest.approx(
+        0.5 * math.log(0.5 * 3) + 0.5 * math.log(0.5 * 3 / 2), rel=1e-12
+    )
+
+
+def test_stored_tail_gradient_matches_the_reference():
+    student, teacher, labels = _batch()
+    ids, logprobs = _top_k(teacher)
+    log_tail = (
+        torch.log(-torch.expm1(logprobs.logsumexp(-1))) - 0.1
+    )  # a stored tail, a little off the derived
+    config = KDLossConfig(tail="tail_bucket", temperature=2.0, chunk_size=3)
+    targets = {"teacher_topk_ids": ids, "teacher_topk_logprobs": logprobs, "teacher_topk_log_tail": log_tail}
+    fast, plain = (
+        kd_loss(student, labels, **targets, config=config),
+        reference_kd_loss(student, labels, **targets, config=config),
+    )
+    assert fast.loss.item() == pytest.approx(plain.loss.item(), rel=1e-10)
+    torch.testing.assert_close(_grad(fast.loss, student), _grad(plain.loss, student), rtol=1e-8, atol=1e-10)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from distillab.data.chat import IGNORE_INDEX
-from distillab.data.hardlabels import load_hard_labels, read_metadata
+from distillab.data.hardlabels import load_hard_labels, read_metadata, write_metadata
 from distillab.data.run_record import read_run_record
 from distillab.kd import main
 from distillab.sft.data import DataOptions, build_training_data
@@ -167,10 +167,44 @@ def mean_squared_logsumexp(model, sequences) -> float:
     return torch.cat(values).mean().item()
 
 
+def test_a_dataset_of_the_previous_format_still_trains(legacy_soft_label_dir, tmp_path):
+    """int32 ids and float16 log-probs, no stored tail, no `format` in distillab.json (format 1)."""
+    output_dir = run_kd(kd_argv(legacy_soft_label_dir, tmp_path / "legacy", "--max_steps", "2"))
+    record = read_run_record(output_dir)
+    assert record["training"]["global_step"] == 2 and record["loss_history"][0]["kd"] > 0
+    assert record["details"]["kd"]["soft_labels"]["format_version"] == 1
+
+
+def with_metadata(source, directory, edit):
+    """A copy of the dataset folder `source` whose soft_labels metadata went through `edit`."""
+    shutil.copytree(source, directory)
+    metadata = read_metadata(directory)
+    edit(metadata["soft_labels"])
+    write_metadata(directory, metadata)
+    return directory
+
+
+METADATA_EDITS = {
+    "format from the future": (
+        lambda soft: soft["format"].update(version=3),
+        "corrupt soft_labels format (format version 3 is not one this distillab reads (1, 2))",
+    ),
+    "ids wider than declared": (
+        lambda soft: soft["format"].update(ids={"encoding": "bitpacked", "bits": 17}),
+        "corrupt soft_labels format (ids {'encoding': 'bitpacked', 'bits': 17} do not fit vocab_size 2048",
+    ),
+    "no k": (lambda soft: soft.pop("k"), "corrupt soft_labels format (missing 'k')"),
+    "log-probs declared float16": (
+        lambda soft: soft["format"].update(logprobs={"name": "float16"}),
+        "column topk_logprobs is list<element: list<element: uint8>>, but distillab.json declares format 2",
+    ),
+}
+
+
 @pytest.fixture
-def bad_inputs(tmp_path, soft_label_rows, hard_label_dir, soft_label_dir, tiny_teacher):
+def bad_inputs(tmp_path, legacy_soft_label_rows, hard_label_dir, soft_label_dir, tiny_teacher):
     """name -> (argv, expected error text)."""
-    rows, metadata = soft_label_rows
+    rows, metadata = legacy_soft_label_rows
     datasets = {
         case: write_soft_labels(
             tmp_path / case.replace(" ", "-"), [*rows[:7], corrupt(rows[7], case)], metadata
@@ -183,7 +217,15 @@ def bad_inputs(tmp_path, soft_label_rows, hard_label_dir, soft_label_dir, tiny_t
     tokenizer.add_tokens(["<|tool|>"])
     tokenizer.save_pretrained(other_tokenizer)
     out = tmp_path / "out"
+    edited = {
+        case: with_metadata(soft_label_dir, tmp_path / case.replace(" ", "-"), edit)
+        for case, (edit, _) in METADATA_EDITS.items()
+    }
     return {
+        **{
+            case: (kd_argv(edited[case], out), f"{edited[case] / 'distillab.json'}: {message}")
+            for case, (_, message) in METADATA_EDITS.items()
+        },
         **{
             case: (kd_argv(dataset, out), f"soft labels row {rows[7]['id']}: {BAD_ROWS[case]}")
             for case, dataset in datasets.items()
@@ -219,6 +261,7 @@ BAD_INPUTS = [
     "no soft labels",
     "student with another tokenizer",
     "online teacher with another tokenizer",
+    *METADATA_EDITS,
 ]
 
 

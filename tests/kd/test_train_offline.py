@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels
 from distillab.data.run_record import read_run_record
+from distillab.data.softlabels import TAIL_COLUMN
 from distillab.kd import trainer as kd_trainer
 from distillab.kd.trainer import DistillabKDTrainer
 from distillab.sft.data import DataOptions, build_training_data
@@ -25,17 +26,20 @@ K = 16  # stored slots per position (finished_soft_label_dir)
 FLOAT16_LOGPROB = 1e-2  # the stored log-probs are float16: |log p| < 10 is kept to 5e-3
 
 
-def stored_divergence(log_q: torch.Tensor, log_p: torch.Tensor, ids: list[int], tail: str) -> float:
-    """KL(teacher || student) at one position, float64, from the stored top-k log-probs `log_q` at `ids` and the
-    student's full log-softmax `log_p`: renormalize (teacher = its top-k renormalised) or tail_bucket (k ids
-    plus one bucket each: 1 - sum of the top-k)."""
+def stored_divergence(
+    log_q: torch.Tensor, log_tail: float, log_p: torch.Tensor, ids: list[int], tail: str
+) -> float:
+    """KL(teacher || student) at one position, float64, from the stored top-k log-probs `log_q` at `ids`, the
+    stored log tail mass and the student's full log-softmax `log_p`: renormalize (teacher = its top-k
+    renormalised) or tail_bucket (k ids plus one bucket each: the stored tail; the student's mass outside)."""
     if tail == "renormalize":
         q = torch.softmax(log_q, dim=-1)
         return (q * (q.log() - log_p[ids])).sum().item()
     p = log_p.exp()
     outside = torch.ones_like(p, dtype=torch.bool)
     outside[ids] = False
-    q = torch.cat([log_q.exp(), 1 - log_q.exp().sum(-1, keepdim=True)])
+    q = torch.cat([log_q.exp(), torch.tensor([log_tail], dtype=torch.float64).exp()])
+    q = q / q.sum()  # the float16 top-k and the exact tail sum to 1 up to rounding
     p = torch.cat([p[ids], p[outside].sum(-1, keepdim=True)])
     return (q * (q.log() - p.log())).sum().item()
 
@@ -67,7 +71,8 @@ def test_offline_kd_loss_is_the_formula_on_the_stored_top_k(
             assert labels[token] == ids[token]
             position, stored = token - 1, token - start
             log_q = torch.tensor(row["topk_logprobs"][stored], dtype=torch.float64)
-            kl.append(stored_divergence(log_q, log_p[position], row["topk_ids"][stored], tail))
+            log_tail = row[TAIL_COLUMN][stored]
+            kl.append(stored_divergence(log_q, log_tail, log_p[position], row["topk_ids"][stored], tail))
             squared_logsumexp.append(torch.logsumexp(logits[position], dim=-1).item() ** 2)
         end_of_turn += ids[-1] == tokenizer.eos_token_id
     assert end_of_turn == len(rows) // 2  # the finished rows end with their supervised end-of-turn token

@@ -3,7 +3,8 @@
 - `chat`: conversations through a chat template: the one tokenisation of teacher (soft-label sequences) and
   student (training / scoring sequences, assistant-only labels, `IGNORE_INDEX`).
 - `hardlabels`: the hard-label dataset folder (schema, shards, metadata, load, push); `cards`: its README.md.
-- `softlabels`: the soft-label columns stored beside the hard labels, on the same tokens.
+- `softlabels`: the soft-label columns stored beside the hard labels, on the same tokens: their formats and
+  the one decoder.
 - `run_record`: a student run folder's `distillab_run.json`, completion marker and model card.
 - `sources`: where prompts and evaluation sets come from (table files, Hub datasets, reasoning-gym tasks).
 - `tokenizers`: tokenizer identity (fingerprints); `stats`: the length statistics in cards and metadata.

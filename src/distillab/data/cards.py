@@ -46,15 +46,7 @@ def render_hard_label_card(metadata: dict[str, Any]) -> str:
     ]
     soft = metadata.get("soft_labels")
     if soft and soft.get("complete"):
-        rows += [
-            (
-                "soft labels",
-                f"top-{soft['k']} {soft['logprob_dtype']} log-probs ({soft['logprob_mode']}), "
-                f"{soft['engine']['version']}, {soft['bytes_per_token']:.0f} bytes/token on disk",
-            ),
-            ("soft-label alignment", soft["alignment"]),
-            ("soft-label tail", soft["tail"]),
-        ]
+        rows += _soft_label_rows(soft)
     return (
         CARD_HEADER
         + f"\n# Hard labels from `{teacher['model']}`\n\n"
@@ -66,6 +58,32 @@ def render_hard_label_card(metadata: dict[str, Any]) -> str:
         + json.dumps(metadata, indent=2)
         + "\n```\n</details>\n"
     )
+
+
+def _soft_label_rows(soft: dict[str, Any]) -> list[tuple[str, Any]]:
+    adaptive = f", adaptive: mass {soft['mass']}, at least {soft['min_k']}" if soft.get("mass") else ""
+    rows = [
+        (
+            "soft labels",
+            f"top-{soft['k']}{adaptive}, {soft['logprob_dtype']} log-probs ({soft['logprob_mode']}), "
+            f"{soft['engine']['version']}, {soft['bytes_per_token']:.0f} bytes/token on disk",
+        ),
+        ("soft-label alignment", soft["alignment"]),
+        ("soft-label tail", soft["tail"]),
+    ]
+    fidelity = soft.get("fidelity")
+    if fidelity:
+        kl = fidelity["kl_full_vs_stored"]
+        rows.append(
+            (
+                "soft-label fidelity",
+                f"{fidelity['mean_slots_per_position']:.1f} slots/position, tail mass mean "
+                f"{fidelity['tail_mass_mean']:.2e} / p99 {fidelity['tail_mass_p99']:.2e}, max abs Δ log-prob "
+                f"{fidelity['max_abs_logprob_error']:.3g}, KL(full‖stored) "
+                + ("not measured" if kl is None else f"{kl:.2e} nats ({fidelity['kl_positions']} positions)"),
+            )
+        )
+    return rows
 
 
 def _stats(stats: dict[str, float]) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from distillab.data.cards import render_hard_label_card
 from distillab.data.hardlabels import SCHEMA, read_metadata, write_card, write_dataset, write_metadata
+from distillab.data.softlabels import SoftLabelFormat
 from distillab.errors import ConfigError
 from distillab.fileio import utc_timestamp
-from distillab.generate.label import full_schema, soft_statistics
+from distillab.generate.label import fidelity, full_schema, soft_statistics
 from distillab.generate.run import row_statistics
 from distillab.generate.shards import MergeConfig, merge_shard_rows, shard_folders
 
@@ -27,7 +28,10 @@ def merge(config: MergeConfig) -> Path:
         raise ConfigError(f"output_dir {output_dir} holds another dataset; choose another --output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     soft = metadata.get("soft_labels")
-    files = write_dataset(output_dir, rows, schema=full_schema(soft["logprob_dtype"]) if soft else SCHEMA)
+    schema = (
+        full_schema(SoftLabelFormat.from_metadata(soft, f"{folders[0]}/distillab.json")) if soft else SCHEMA
+    )
+    files = write_dataset(output_dir, rows, schema=schema)
     merged = {key: value for key, value in metadata.items() if key != "shard"}
     merged.update(rows=len(rows), created_at=utc_timestamp(), merged_from=[str(f) for f in folders])
     if "truncation_rate" in metadata:  # a generate run's statistics (a Hub dataset's label shards lack them)
@@ -38,7 +42,24 @@ def merge(config: MergeConfig) -> Path:
         }
     if soft:
         merged["soft_labels"] = {**soft, **soft_statistics(rows, files)}
+        merged["soft_labels"]["fidelity"] = _merged_fidelity(folders, rows, merged["soft_labels"])
     write_card(output_dir, render_hard_label_card(merged))
     write_metadata(output_dir, merged)
     print(f"merge: wrote {len(rows)} rows from {len(folders)} shards to {output_dir}")
     return output_dir
+
+
+def _merged_fidelity(folders: list[Path], rows: list[dict], soft: dict) -> dict:
+    """The fidelity of all the rows: recomputed from them, with the shards' largest quantisation error and their
+    KL estimates pooled over their positions (not measured if a shard's is not)."""
+    shards = [read_metadata(folder)["soft_labels"]["fidelity"] for folder in folders]
+    kl = None
+    if all(shard["kl_full_vs_stored"] is not None for shard in shards):
+        positions = sum(shard["kl_positions"] for shard in shards)
+        kl = {
+            key: sum(shard[key] * shard["kl_positions"] for shard in shards) / positions
+            for key in ("kl_full_vs_stored", "kl_full_vs_exact_top_k")
+        }
+        kl |= {"kl_positions": positions, "kl_note": shards[0]["kl_note"]}
+    max_error = max(shard["max_abs_logprob_error"] for shard in shards)
+    return fidelity(rows, soft["bytes_per_token"], max_error, kl)

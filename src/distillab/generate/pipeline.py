@@ -163,8 +163,10 @@ class SoftLabelWriter(Step):
 
     label_config: dict[str, Any]  # a LabelConfig's fields: steps must serialise
     teacher: str
+    vocab_size: int  # the teacher's: it sets the soft-label format
     output_dir: str
 
+    _config: Any = PrivateAttr(None)
     _scorer: Any = PrivateAttr(None)
 
     @property
@@ -179,20 +181,21 @@ class SoftLabelWriter(Step):
         super().load()
         from distillab.generate.label import LabelConfig
 
-        config = LabelConfig(**self.label_config)
-        self._scorer = ENGINES[config.engine].build_scorer(config, self.teacher)
+        self._config = LabelConfig(**self.label_config)
+        self._scorer = ENGINES[self._config.engine].build_scorer(self._config, self.teacher)
 
     def process(self, inputs: StepInput):  # type: ignore[override]
-        from distillab.generate.label import score_batch, soft_shard_store
+        from distillab.generate.label import score_batch, soft_label_format, soft_shard_store
 
-        store = soft_shard_store(self.output_dir, self.label_config["logprob_dtype"])
+        fmt = soft_label_format(self._config, self.vocab_size)
         sequences = [(item["input_ids"], item["completion_start"]) for item in inputs]
         score_batch(
             self._scorer,
-            store,
+            soft_shard_store(self.output_dir, fmt),
             [item["id"] for item in inputs],
             sequences,
-            self.label_config["soft_labels_k"],
+            self._config,
+            fmt,
         )
         yield [{"id": item["id"]} for item in inputs]
 
@@ -202,7 +205,9 @@ class SoftLabelWriter(Step):
         super().unload()
 
 
-def build_label_pipeline(config: LabelConfig, teacher: str, output_dir: Path) -> BasePipeline:
+def build_label_pipeline(
+    config: LabelConfig, teacher: str, output_dir: Path, vocab_size: int
+) -> BasePipeline:
     """The label pipeline for --replicas / --ray, built but not run: `config.replicas` SoftLabelWriters."""
     output_dir = output_dir.resolve()
     with StoppablePipeline(name="distillab-label", cache_dir=str(output_dir / ".distilabel")) as pipeline:
@@ -211,6 +216,7 @@ def build_label_pipeline(config: LabelConfig, teacher: str, output_dir: Path) ->
             # output_dir absolute: the scorers re-validate the config wherever Ray runs them
             label_config={**dataclasses.asdict(config), "output_dir": str(output_dir)},
             teacher=teacher,
+            vocab_size=vocab_size,
             output_dir=str(output_dir),
             input_batch_size=config.batch_size,
             resources=StepResources(replicas=config.replicas),
@@ -222,6 +228,7 @@ def run_label_pipeline(
     config: LabelConfig,
     teacher: str,
     output_dir: Path,
+    vocab_size: int,
     row_ids: list[str],
     sequences: list[tuple[list[int], int]],
 ) -> None:
@@ -231,7 +238,7 @@ def run_label_pipeline(
         {"id": row_id, "input_ids": ids, "completion_start": start}
         for row_id, (ids, start) in zip(row_ids, sequences, strict=True)
     ]
-    pipeline = build_label_pipeline(config, teacher, output_dir)
+    pipeline = build_label_pipeline(config, teacher, output_dir, vocab_size)
     _execute(pipeline, inputs, config.batch_size, f"the {config.engine} scorer")
     shutil.rmtree(output_dir / ".distilabel", ignore_errors=True)
 

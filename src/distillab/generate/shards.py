@@ -120,7 +120,7 @@ def merge_shard_rows(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[st
 def _run_identity(metadata: dict[str, Any]) -> tuple:
     """What shards of one run share: the generate config, the labelled dataset, the soft-label settings."""
     soft = metadata.get("soft_labels") or {}
-    settings = ("k", "teacher", "logprob_dtype", "tokenizer_fingerprint")
+    settings = ("k", "teacher", "logprob_dtype", "tokenizer_fingerprint", "fingerprint")
     return (
         metadata.get("config_fingerprint"),
         metadata.get("source_dataset"),

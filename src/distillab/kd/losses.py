@@ -28,7 +28,8 @@ token at t + 1 (see :func:`shift_labels`), and the teacher's distribution at t i
 (docs/architecture.md): the usual causal-LM shift, applied once by the data pipeline.
 
 Sparse targets are the stored teacher top-k: ``topk_ids`` and raw ``topk_logprobs`` at temperature 1. A slot
-with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i is treated as:
+with id -1 or log-prob -inf is padding and is ignored. The tail mass R = 1 - sum_k q_i (or the dataset's stored
+tail, ``teacher_topk_log_tail``, when given) is treated as:
 
     renormalize  the teacher is its top-k renormalised, q_i^tau proportional to q_i^(1/tau) on the k ids and
                  zero elsewhere (truncating and tempering commute). D is the exact full-vocabulary divergence
@@ -158,6 +159,7 @@ def kd_loss(
     teacher_logits: Tensor | None = None,
     teacher_topk_ids: Tensor | None = None,
     teacher_topk_logprobs: Tensor | None = None,
+    teacher_topk_log_tail: Tensor | None = None,
     config: KDLossConfig | None = None,
     reduction: str = "mean",
 ) -> KDLossOutput:
@@ -169,6 +171,8 @@ def kd_loss(
         labels: [B, T] next-token ids aligned with the logits (``labels[b, t]`` is token t + 1), -100 = skip.
         teacher_logits: dense targets [B, T, V], the live teacher's logits at the same positions.
         teacher_topk_ids, teacher_topk_logprobs: sparse targets [B, T, k], raw top-k log-probs at temperature 1.
+        teacher_topk_log_tail: optional [B, T], the stored log of the teacher's mass outside its top-k; the
+            ``tail_bucket`` teacher uses it instead of deriving it from the top-k (``renormalize`` ignores it).
         config: weights and options (default `KDLossConfig()`); a teacher is required when ``config.lam > 0``.
         reduction: "mean" over supervised tokens (0 when there are none) or "sum"; `n_tokens` is the count.
     """
@@ -176,6 +180,10 @@ def kd_loss(
     _check_inputs(
         student_logits, labels, teacher_logits, teacher_topk_ids, teacher_topk_logprobs, config, reduction
     )
+    if teacher_topk_log_tail is not None and teacher_topk_log_tail.shape != labels.shape:
+        raise ValueError(
+            f"teacher_topk_log_tail {tuple(teacher_topk_log_tail.shape)} must be [batch, tokens] like the labels"
+        )
     vocab_size = student_logits.shape[-1]
     flat_labels = labels.reshape(-1)
     rows = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
@@ -184,7 +192,8 @@ def kd_loss(
     sparse = None
     if teacher_topk_ids is not None and teacher_topk_logprobs is not None:
         k = teacher_topk_ids.shape[-1]
-        sparse = (teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k))
+        log_tail = None if teacher_topk_log_tail is None else teacher_topk_log_tail.reshape(-1)
+        sparse = (teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k), log_tail)
     dense = None if teacher_logits is None else teacher_logits.reshape(-1, vocab_size)
     need_grad = torch.is_grad_enabled() and student_logits.requires_grad
     loss, kd, ntp, z = _ChunkedKDLoss.apply(
@@ -215,6 +224,7 @@ def reference_kd_loss(
     teacher_logits: Tensor | None = None,
     teacher_topk_ids: Tensor | None = None,
     teacher_topk_logprobs: Tensor | None = None,
+    teacher_topk_log_tail: Tensor | None = None,
     config: KDLossConfig | None = None,
 ) -> KDLossOutput:
     """`kd_loss` with reduction "mean", the plain way: every distribution written out in probability space,
@@ -231,7 +241,10 @@ def reference_kd_loss(
             torch.softmax(teacher_logits[supervised] / tau, dim=-1), torch.softmax(x / tau, dim=-1), config
         )
     elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
-        q, p = _reference_sparse(x, teacher_topk_ids[supervised], teacher_topk_logprobs[supervised], config)
+        tail = None if teacher_topk_log_tail is None else teacher_topk_log_tail[supervised].exp()
+        q, p = _reference_sparse(
+            x, teacher_topk_ids[supervised], teacher_topk_logprobs[supervised], tail, config
+        )
         kd = reference_divergence(q, p, config)
     kd, ntp, z = (term.sum() / max(len(term), 1) for term in (kd, ntp, z))
     loss = (1 - config.lam) * ntp + config.lam * config.temperature**2 * kd + config.z_loss * z
@@ -253,7 +266,7 @@ def reference_divergence(q: Tensor, p: Tensor, config: KDLossConfig) -> Tensor:
 
 
 def _reference_sparse(
-    x: Tensor, ids: Tensor, logprobs: Tensor, config: KDLossConfig
+    x: Tensor, ids: Tensor, logprobs: Tensor, tail: Tensor | None, config: KDLossConfig
 ) -> tuple[Tensor, Tensor]:
     """Teacher and student distributions at tau for top-k targets, per tail treatment (module docstring)."""
     tau, valid = config.temperature, (ids >= 0) & (logprobs != -math.inf)
@@ -268,7 +281,8 @@ def _reference_sparse(
 
     p, q_top = torch.softmax(x, dim=-1), logprobs.exp() * valid
     outside = torch.zeros_like(x).scatter_add(-1, ids, valid.to(x.dtype)) == 0  # the tokens outside the top-k
-    teacher_tail = torch.where(outside.any(-1), (1 - q_top.sum(-1)).clamp_min(0), 0)
+    rest = (1 - q_top.sum(-1)).clamp_min(0) if tail is None else tail  # the stored tail, when given
+    teacher_tail = torch.where(outside.any(-1), rest, 0)
     return bucketed(q_top, teacher_tail), bucketed(p.gather(-1, ids) * valid, (p * outside).sum(-1))
 
 
@@ -338,7 +352,7 @@ class _ChunkedKDLoss(torch.autograd.Function):
         labels: Tensor,
         rows: Tensor,
         dense: Tensor | None,
-        sparse: tuple[Tensor, Tensor] | None,
+        sparse: tuple[Tensor, Tensor, Tensor | None] | None,
         config: KDLossConfig,
         scale: float,
         need_grad: bool,
@@ -379,11 +393,13 @@ class _ChunkedKDLoss(torch.autograd.Function):
 
 @dataclass
 class _TopK:
-    """Sparse targets of one chunk: ids (padding clamped to 0), which slots are valid, the stored log-probs."""
+    """Sparse targets of one chunk: ids (padding clamped to 0), which slots are valid, the stored log-probs and,
+    when the dataset stores it, the log of the teacher's mass outside the ids."""
 
     ids: Tensor
     valid: Tensor
     logprobs: Tensor
+    log_tail: Tensor | None = None
 
 
 @dataclass
@@ -445,16 +461,22 @@ def _mass_outside(log_probs: Tensor, top_k: _TopK) -> tuple[Tensor, Tensor]:
 
 
 def _teacher_chunk(
-    dense: Tensor | None, sparse: tuple[Tensor, Tensor] | None, rows: Tensor, tau: float, dtype: torch.dtype
+    dense: Tensor | None,
+    sparse: tuple[Tensor, Tensor, Tensor | None] | None,
+    rows: Tensor,
+    tau: float,
+    dtype: torch.dtype,
 ) -> Tensor | _TopK | None:
     """Dense: the teacher's log-softmax at tau (floored at LOG_ZERO); sparse: the top-k slots as stored."""
     if dense is not None:
         logits = dense.index_select(0, rows).to(dtype)
         return torch.log_softmax(logits if tau == 1 else logits.div_(tau), dim=-1).clamp_min_(LOG_ZERO)
     if sparse is not None:
-        ids, logprobs = (tensor.index_select(0, rows) for tensor in sparse)
+        ids, logprobs, log_tail = sparse
+        ids, logprobs = ids.index_select(0, rows), logprobs.index_select(0, rows)
         valid = (ids >= 0) & (logprobs != -math.inf)  # NaN stays valid so that it shows in the loss
-        return _TopK(ids.clamp_min(0).long(), valid, logprobs)
+        tail = None if log_tail is None else log_tail.index_select(0, rows).to(dtype).clamp_min(LOG_ZERO)
+        return _TopK(ids.clamp_min(0).long(), valid, logprobs, tail)
     return None
 
 
@@ -544,8 +566,11 @@ def _sparse_kd(
 
     else:
         temperature, log_probs = 1.0, student.log_probs
-        # the tail of the stored values (in float64); none where the ids cover the vocabulary: that is rounding
-        teacher_tail = log_tail_mass(top_k.logprobs.masked_fill(~valid, -math.inf)).to(logprobs.dtype)
+        # the stored tail, else the tail of the stored values (in float64); none where the ids cover the
+        # vocabulary: that is rounding
+        teacher_tail = top_k.log_tail
+        if teacher_tail is None:
+            teacher_tail = log_tail_mass(top_k.logprobs.masked_fill(~valid, -math.inf)).to(logprobs.dtype)
         teacher_tail = teacher_tail.masked_fill(valid.sum(-1) == log_probs.shape[-1], LOG_ZERO)
         teacher = _tempered(_with_tail(logprobs.masked_fill(~valid, LOG_ZERO), teacher_tail), tau)
 

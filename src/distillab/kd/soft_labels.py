@@ -2,9 +2,10 @@
 
 The soft labels (`distillab.data.softlabels`) cover the teacher's tokens of the full chat sequence from
 `completion_start`; the SFT pipeline (`distillab.sft.data`) builds the student's sequences from the same rows.
-`SoftLabelAttacher` joins them by row id before the sequences are cut, shuffled and packed, as two per-token
-columns aligned with the logits (position t holds the teacher's top-k over token t + 1; -1 / -inf where nothing
-is stored), so that cutting and packing carry them along with the tokens. A row is refused (`DataError` naming
+`SoftLabelAttacher` decodes them (`decode_soft_labels`, any stored format) and joins them by row id before the
+sequences are cut, shuffled and packed, as per-token columns aligned with the logits (position t holds the
+teacher's top-k over token t + 1, and the log of its mass outside them when the dataset stores it; -1 / -inf
+where nothing is stored), so that cutting and packing carry them along with the tokens. A row is refused (`DataError` naming
 it) when its student tokens are not a prefix of the stored `input_ids`, or when a supervised token is not
 covered by a stored, valid top-k.
 """
@@ -12,32 +13,47 @@ covered by a stored, valid top-k.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
 from distillab.data.chat import IGNORE_INDEX
-from distillab.data.softlabels import PAD_ID, SOFT_COLUMNS, validate_soft_labels
+from distillab.data.hardlabels import METADATA_NAME
+from distillab.data.softlabels import (
+    BASE_COLUMNS,
+    PAD_ID,
+    SoftLabelFormat,
+    decode_soft_labels,
+    keep_first_slots,
+    validate_soft_labels,
+)
 from distillab.errors import DataError
 
-TOPK_IDS, TOPK_LOGPROBS = "teacher_topk_ids", "teacher_topk_logprobs"
-TEACHER_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS)
-PADDING = {TOPK_IDS: PAD_ID, TOPK_LOGPROBS: -math.inf}
-BATCH_DTYPES = {TOPK_IDS: np.int32, TOPK_LOGPROBS: np.float32}
+TOPK_IDS, TOPK_LOGPROBS, TOPK_LOG_TAIL = "teacher_topk_ids", "teacher_topk_logprobs", "teacher_topk_log_tail"
+TEACHER_COLUMNS = (TOPK_IDS, TOPK_LOGPROBS, TOPK_LOG_TAIL)  # the tail only where the dataset stores it
+PADDING = {TOPK_IDS: PAD_ID, TOPK_LOGPROBS: -math.inf, TOPK_LOG_TAIL: -math.inf}
+BATCH_DTYPES = {TOPK_IDS: np.int32, TOPK_LOGPROBS: np.float32, TOPK_LOG_TAIL: np.float32}
 
 
-def soft_label_metadata(dataset: str, metadata: dict[str, Any] | None, columns: list[str]) -> dict[str, Any]:
-    """The dataset's `soft_labels` metadata, checked to describe complete soft labels present in `columns`."""
+def soft_label_metadata(
+    dataset: str, metadata: dict[str, Any] | None, schema: pa.Schema
+) -> tuple[dict[str, Any], SoftLabelFormat]:
+    """The dataset's `soft_labels` metadata and the format it declares, checked to describe complete soft labels
+    whose columns in `schema` have the declared types (else a one-line error naming distillab.json)."""
     soft = (metadata or {}).get("soft_labels")
-    missing = [c for c in SOFT_COLUMNS if c not in columns]
-    if not soft or not soft.get("complete") or missing:
+    if not soft or not soft.get("complete") or any(c not in schema.names for c in BASE_COLUMNS):
         raise DataError(
-            f"{dataset} has no complete soft labels (distillab.json soft_labels, columns {', '.join(SOFT_COLUMNS)}): "
+            f"{dataset} has no complete soft labels (distillab.json soft_labels, columns {', '.join(BASE_COLUMNS)}): "
             f"run `distillab label --dataset {dataset}` first, or use --teacher_mode online"
         )
-    return soft
+    where = str(Path(dataset) / METADATA_NAME)
+    soft_format = SoftLabelFormat.from_metadata(soft, where)
+    soft_format.check_schema(schema, where)
+    return soft, soft_format
 
 
 def check_same_vocabulary(
@@ -61,13 +77,14 @@ def check_same_vocabulary(
 
 class SoftLabelAttacher:
     """Adds TEACHER_COLUMNS to tokenised SFT rows (`id`, `input_ids`, `labels`), from the hard-label rows' soft
-    label columns, keyed by `id`; the first `soft_labels_k` stored slots per position."""
+    label columns stored in `soft_format`, keyed by `id`; the first `soft_labels_k` stored slots per position
+    (and, with a stored tail, the tail plus the dropped slots' mass)."""
 
-    def __init__(self, hard_labels, *, vocab_size: int, soft_labels_k: int, logprob_dtype: str = "float16"):
-        self.soft = hard_labels.select_columns(["id", *SOFT_COLUMNS])
+    def __init__(self, hard_labels, *, vocab_size: int, soft_labels_k: int, soft_format: SoftLabelFormat):
+        self.soft = hard_labels.select_columns(["id", *soft_format.columns])
         self.vocab_size = vocab_size
         self.soft_labels_k = soft_labels_k
-        self.logprob_dtype = np.dtype(logprob_dtype)
+        self.format = soft_format
 
     def __call__(self, rows):
         index = {row_id: i for i, row_id in enumerate(self.soft["id"])}
@@ -91,22 +108,28 @@ class SoftLabelAttacher:
                 f"soft labels row {row_id}: token {supervised[0]} is supervised, but the soft labels only cover "
                 f"tokens from completion_start={start}"
             )
+        stored_ids, stored_logprobs, stored_tail = decode_soft_labels(soft, self.format)
         validate_soft_labels(
-            soft["topk_ids"],
-            soft["topk_logprobs"],
+            stored_ids,
+            stored_logprobs,
             vocab_size=self.vocab_size,
             n_positions=supervised[-1] - start + 1,
             soft_labels_k=self.soft_labels_k,
             row=row_id,
+            mass_tolerance=self.format.mass_tolerance(),
         )
+        stored = keep_first_slots(stored_ids, stored_logprobs, stored_tail, self.soft_labels_k)
         # stored row j: the distribution at position start - 1 + j; positions past the sequence are dropped
-        covered = min(len(soft["topk_ids"]), len(input_ids) - start + 1)
-        k = self.soft_labels_k
-        ids = np.full((len(input_ids), k), PAD_ID, dtype=np.int32)
-        logprobs = np.full((len(input_ids), k), -np.inf, dtype=self.logprob_dtype)
-        ids[start - 1 : start - 1 + covered] = np.asarray(soft["topk_ids"][:covered])[:, :k]
-        logprobs[start - 1 : start - 1 + covered] = np.asarray(soft["topk_logprobs"][:covered])[:, :k]
-        return {TOPK_IDS: ids, TOPK_LOGPROBS: logprobs}
+        covered = min(len(stored_ids), len(input_ids) - start + 1)
+        aligned = {}
+        for column, values in zip(TEACHER_COLUMNS, stored, strict=True):
+            if values is not None:
+                laid_out = np.full(
+                    (len(input_ids), *values.shape[1:]), PADDING[column], dtype=BATCH_DTYPES[column]
+                )
+                laid_out[start - 1 : start - 1 + covered] = values[:covered]
+                aligned[column] = laid_out
+        return aligned
 
 
 def _first_difference(student: list[int], teacher: list[int]) -> int | None:
@@ -127,11 +150,14 @@ class SoftLabelCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.base([{k: v for k, v in e.items() if k not in TEACHER_COLUMNS} for e in examples])
         length = batch["input_ids"].shape[1]
-        for column in TEACHER_COLUMNS:
+        for column in (c for c in TEACHER_COLUMNS if c in examples[0]):
             pieces = [torch.from_numpy(np.asarray(e[column], dtype=BATCH_DTYPES[column])) for e in examples]
             if getattr(self.base, "padding_free", False):
                 pieces = [torch.cat(pieces)]
             batch[column] = torch.stack(
-                [F.pad(p, (0, 0, 0, length - len(p)), value=PADDING[column]) for p in pieces]
+                [
+                    F.pad(p, (0, 0) * (p.dim() - 1) + (0, length - len(p)), value=PADDING[column])
+                    for p in pieces
+                ]
             )
         return batch

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distillab.data.run_record import TeacherPass
+from distillab.data.softlabels import SoftLabelFormat
 from distillab.errors import ConfigError, first_line
 from distillab.kd.config import DistillabKDConfig
 from distillab.kd.soft_labels import SoftLabelAttacher, check_same_vocabulary, soft_label_metadata
@@ -45,13 +46,10 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
         scoring = TeacherPass(teacher, config.teacher_revision, 0, data.report.tokens / data.report.sequences)
         record_fields = {"details": {"kd": {**config.kd_settings(), "teacher": teacher}}}
     else:
-        soft = _check_soft_labels(config, inputs, vocab_size)
+        soft, soft_format = _check_soft_labels(config, inputs, vocab_size)
         soft_labels_k = config.soft_labels_k or soft["k"]
         attacher = SoftLabelAttacher(
-            inputs.hard_labels,
-            vocab_size=vocab_size,
-            soft_labels_k=soft_labels_k,
-            logprob_dtype=soft.get("logprob_dtype", "float32"),
+            inputs.hard_labels, vocab_size=vocab_size, soft_labels_k=soft_labels_k, soft_format=soft_format
         )
         data = prepare_training_data(config, inputs, attach=attacher)
         teacher_model = None
@@ -60,7 +58,11 @@ def train_kd(config: DistillabKDConfig, callbacks: Sequence[Any] = ()) -> Path:
             **config.kd_settings(),
             "soft_labels_k": soft_labels_k,
             "teacher": scoring.model,
-            "soft_labels": {key: soft.get(key) for key in ("k", "engine", "logprob_dtype", "scored_tokens")},
+            "soft_labels": {
+                key: soft.get(key)
+                for key in ("k", "mass", "min_k", "engine", "logprob_dtype", "scored_tokens")
+            }
+            | {"format_version": soft_format.version},
         }
         record_fields = {"scoring": scoring, "details": {"kd": settings}}
     return run_training(
@@ -88,9 +90,14 @@ def _soft_label_scoring(soft: dict[str, Any], inputs: StudentInputs) -> TeacherP
     return TeacherPass(soft["teacher"], soft.get("revision"), tokens, tokens / max(len(lengths), 1))
 
 
-def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int) -> dict[str, Any]:
-    """The dataset's soft-label metadata, once the student matches their teacher and --soft_labels_k fits them."""
-    soft = soft_label_metadata(config.dataset_name, inputs.metadata, inputs.hard_labels.column_names)
+def _check_soft_labels(
+    config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int
+) -> tuple[dict[str, Any], SoftLabelFormat]:
+    """The dataset's soft-label metadata and format, once the student matches their teacher and --soft_labels_k
+    fits them."""
+    soft, soft_format = soft_label_metadata(
+        config.dataset_name, inputs.metadata, inputs.hard_labels.data.schema
+    )
     check_same_vocabulary(
         inputs.tokenizer,
         vocab_size,
@@ -102,7 +109,7 @@ def _check_soft_labels(config: DistillabKDConfig, inputs: StudentInputs, vocab_s
         raise ConfigError(
             f"--soft_labels_k {config.soft_labels_k} is more than the {soft['k']} soft labels stored per position"
         )
-    return soft
+    return soft, soft_format
 
 
 def _check_online_teacher(config: DistillabKDConfig, inputs: StudentInputs, vocab_size: int) -> str:

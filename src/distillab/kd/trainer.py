@@ -1,10 +1,10 @@
 """The SFT trainer with the KD loss (`distillab.kd.losses.kd_loss`) in place of next-token cross-entropy.
 
 Everything else is the SFT trainer's: logging, checkpointing, resume, D counting. Targets come from the batch
-(offline: the stored top-k, `SoftLabelCollator`) or from a frozen teacher run on the same batch (online: dense
-logits, chunked inside the loss). The loss is normalised like SFT's: summed over the supervised tokens and
-divided by their count over the whole (accumulated, all-process) batch, so an SFT and a KD run weigh tokens
-alike. The KD, NTP and z-loss terms are logged as `kd`, `ntp` and `z` (per-token means).
+(offline: the stored top-k and, when stored, its tail mass, `SoftLabelCollator`) or from a frozen teacher run
+on the same batch (online: dense logits, chunked inside the loss). The loss is normalised like SFT's: summed
+over the supervised tokens and divided by their count over the whole (accumulated, all-process) batch, so an
+SFT and a KD run weigh tokens alike. The KD, NTP and z-loss terms are logged as `kd`, `ntp` and `z` (per-token means).
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from distillab.data.run_record import TeacherPass
 from distillab.data.softlabels import PAD_ID
 from distillab.errors import DataError
 from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss, shift_labels
-from distillab.kd.soft_labels import TEACHER_COLUMNS, TOPK_IDS, TOPK_LOGPROBS, SoftLabelCollator
+from distillab.kd.soft_labels import (
+    TEACHER_COLUMNS,
+    TOPK_IDS,
+    TOPK_LOG_TAIL,
+    TOPK_LOGPROBS,
+    SoftLabelCollator,
+)
 from distillab.sft import DistillabSFTTrainer
 
 LOGGED_TERMS = ("kd", "ntp", "z")
@@ -100,7 +106,11 @@ class DistillabKDTrainer(DistillabSFTTrainer):
             raise DataError(
                 "a supervised token of the batch has no stored soft labels: the soft labels are misaligned"
             )
-        return {"teacher_topk_ids": ids, "teacher_topk_logprobs": inputs[TOPK_LOGPROBS]}
+        return {
+            "teacher_topk_ids": ids,
+            "teacher_topk_logprobs": inputs[TOPK_LOGPROBS],
+            "teacher_topk_log_tail": inputs.get(TOPK_LOG_TAIL),
+        }
 
     def _log_terms(self, result: KDLossOutput) -> None:
         """Per-token means of the loss terms over every process, averaged per logging step by `SFTTrainer.log`."""

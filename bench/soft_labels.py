@@ -1,0 +1,222 @@
+"""Compact soft labels on the SmolLM2 demo rows: bytes, encode/decode time, and the KD student they train.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.soft_labels [--steps 20] [--batch 4] [--held_out 8]
+
+Needs `distillab assets smollm2` and the demo's hard labels (outputs/demo/generate, `recipes/demo/generate.yaml`).
+The last --held_out rows are held out; the others are labelled by `distillab label` (transformers scorer, exact)
+at k = 64 and 128, fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8), and at the
+same k with exact float32 log-probs. Reported per setting, from each dataset's distillab.json: bytes/token on
+disk, mean slots/position, tail mass, max |Δ log-prob| and KL(full‖stored) on re-scored positions; and, timed
+here on every row, encode (`SoftLabelFormat.encode`, from the exact float32 labels) and decode
+(`decode_soft_labels`) in µs per token.
+
+Then one fresh student per k = 64 setting (same init, data, order, seed and steps; `--tail tail_bucket`, which
+uses the stored tail) is trained by `distillab kd`, each in a fresh process, and scored on the held-out rows:
+cross-entropy of the teacher's tokens and KL(teacher‖student), both per supervised token over the full
+vocabulary. Decode share: decode µs/token over the KD step's µs/token (decoding runs once, before training).
+Targets: <= 100 B/token at k = 64 fixed, <= 40 adaptive; held-out CE within 0.01 nats of the exact-label
+student; decode <= 5% of the KD step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench.harness import CACHE, REPO, SMOLLM2, bench_parser, hand_back, measure, print_table, training_clock
+
+DEMO = REPO / "outputs" / "demo" / "generate"
+BENCH_CACHE = CACHE / "bench-soft-labels"
+MASS = 0.99
+SETTINGS = {  # name -> (k, --soft_labels_mass, --logprob_dtype)
+    "k64 exact": (64, None, "float32"),
+    "k64 q8": (64, None, "q8"),
+    "k64 q8 P.99": (64, MASS, "q8"),
+    "k128 exact": (128, None, "float32"),
+    "k128 q8": (128, None, "q8"),
+    "k128 q8 P.99": (128, MASS, "q8"),
+}
+STUDENTS = ("k64 exact", "k64 q8", "k64 q8 P.99")
+
+
+def split_demo(held_out: int) -> tuple[Path, Path]:
+    """(training rows, held-out rows) of the demo's hard labels, as dataset folders in the bench cache."""
+    from distillab.data.hardlabels import load_hard_labels, read_metadata, write_dataset, write_metadata
+
+    rows = load_hard_labels(str(DEMO)).to_list()
+    metadata = read_metadata(DEMO)
+    folders = []
+    for name, part in (("train", rows[:-held_out]), ("held-out", rows[-held_out:])):
+        folder = BENCH_CACHE / name
+        if not (folder / "distillab.json").is_file():
+            write_dataset(folder, part)
+            write_metadata(folder, {**metadata, "rows": len(part)})
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def label_all(train: Path) -> dict[str, Path]:
+    from distillab.generate.label import LabelConfig, label
+
+    return {
+        name: label(
+            LabelConfig(
+                dataset=str(train), soft_labels_k=k, soft_labels_mass=mass, logprob_dtype=dtype,
+                output_dir=str(BENCH_CACHE / name.replace(" ", "-")),
+            )
+        )
+        for name, (k, mass, dtype) in SETTINGS.items()
+    }  # fmt: skip
+
+
+def codec_times(exact: Path, compact: Path) -> dict[str, float]:
+    """µs per scored token: encoding the exact float32 labels as `compact`'s format, decoding `compact`'s rows."""
+
+    from distillab.data.hardlabels import load_hard_labels, read_metadata
+    from distillab.data.softlabels import SoftLabelFormat, adaptive_slots, decode_soft_labels, log_tail_after
+
+    def rows_and_format(folder: Path):
+        soft = read_metadata(folder)["soft_labels"]
+        return load_hard_labels(str(folder)).to_list(), SoftLabelFormat.from_metadata(soft, str(folder)), soft
+
+    exact_rows, exact_format, _ = rows_and_format(exact)
+    rows, fmt, soft = rows_and_format(compact)
+    decoded = [decode_soft_labels(row, exact_format) for row in exact_rows]
+    tokens = sum(len(ids) for ids, _, _ in decoded)
+    start = time.perf_counter()
+    for ids, logprobs, log_tail in decoded:
+        slots = adaptive_slots(logprobs, soft["mass"], soft["min_k"])
+        fmt.encode(ids, logprobs, log_tail_after(logprobs, log_tail, slots), slots)
+    encode = time.perf_counter() - start
+    start = time.perf_counter()
+    for row in rows:
+        decode_soft_labels(row, fmt)
+    decode = time.perf_counter() - start
+    return {"encode_us": encode / tokens * 1e6, "decode_us": decode / tokens * 1e6, "tokens": float(tokens)}
+
+
+def train_and_score(args) -> dict:
+    """One side, in this process: a fresh student by `distillab kd` on args.dataset, scored on the held-out rows."""
+    from distillab.configs import parse_config
+    from distillab.kd.config import DistillabKDConfig
+    from distillab.kd.train import train_kd
+
+    argv = [
+        "--dataset_name", args.dataset, "--output_dir", args.output_dir, "--student_kind", "fresh",
+        "--student_preset", "tiny", "--model_name_or_path", str(SMOLLM2), "--tail", "tail_bucket",
+        "--per_device_train_batch_size", str(args.batch), "--max_steps", str(args.steps),
+        "--learning_rate", "1e-3", "--seed", "0", "--logging_steps", str(args.steps), "--save_strategy", "no",
+        "--disable_tqdm", "true",
+    ]  # fmt: skip
+    clock = training_clock()
+    output_dir = train_kd(parse_config(DistillabKDConfig, argv), [clock])
+    record = json.loads((output_dir / "distillab_run.json").read_text())
+    return {
+        **held_out_scores(output_dir, Path(args.held_out_dir)),
+        "step_us_per_token": clock.wall / record["tokens_processed"] * 1e6,
+        "steps": record["training"]["global_step"],
+    }
+
+
+def held_out_scores(student_dir: Path, held_out: Path) -> dict[str, float]:
+    """Mean CE of the teacher's tokens and KL(teacher‖student) per supervised held-out token, full vocabulary."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distillab.data.chat import IGNORE_INDEX
+    from distillab.data.hardlabels import load_hard_labels
+    from distillab.sft.data import DataOptions, build_training_data
+
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)
+    sequences = build_training_data(load_hard_labels(str(held_out)), tokenizer, DataOptions()).dataset
+    teacher = AutoModelForCausalLM.from_pretrained(SMOLLM2).eval()
+    student = AutoModelForCausalLM.from_pretrained(student_dir).eval()
+    ce = kl = count = 0.0
+    with torch.inference_mode():
+        for ids, labels in zip(sequences["input_ids"], sequences["labels"], strict=True):
+            targets = torch.tensor(labels[1:])
+            supervised = targets != IGNORE_INDEX
+            inputs = torch.tensor([ids])
+            log_q = torch.log_softmax(teacher(input_ids=inputs).logits[0, :-1][supervised].double(), dim=-1)
+            log_p = torch.log_softmax(student(input_ids=inputs).logits[0, :-1][supervised].double(), dim=-1)
+            ce -= log_p.gather(1, targets[supervised][:, None]).sum().item()
+            kl += (log_q.exp() * (log_q - log_p)).sum().item()
+            count += int(supervised.sum())
+    return {"held_out_ce": ce / count, "held_out_kl": kl / count, "held_out_tokens": count}
+
+
+def main() -> None:
+    parser = bench_parser(__doc__, ("kd",))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--held_out", type=int, default=8, help="demo rows held out from training")
+    parser.add_argument("--output_dir", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--held_out_dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        hand_back(train_and_score(args))
+        return
+    if not (DEMO / "distillab.json").is_file() or not (SMOLLM2 / "config.json").is_file():
+        raise SystemExit(
+            f"needs {SMOLLM2} (`distillab assets smollm2`) and {DEMO} (recipes/demo/generate.yaml)"
+        )
+
+    from distillab.data.hardlabels import read_metadata
+
+    train, held_out = split_demo(args.held_out)
+    datasets = label_all(train)
+    print(f"\n== soft labels of {train} ({read_metadata(train)['rows']} rows), transformers scorer")
+    times = {
+        name: codec_times(datasets[f"k{SETTINGS[name][0]} exact"], folder)
+        for name, folder in datasets.items()
+    }
+    rows = []
+    for name, folder in datasets.items():
+        fidelity = read_metadata(folder)["soft_labels"]["fidelity"]
+        rows.append(
+            (
+                name, f"{fidelity['bytes_per_token']:.1f}", f"{fidelity['mean_slots_per_position']:.1f}",
+                f"{fidelity['tail_mass_mean']:.2e}", f"{fidelity['tail_mass_p99']:.2e}",
+                f"{fidelity['max_abs_logprob_error']:.3g}", f"{fidelity['kl_full_vs_stored']:.2e}",
+                f"{fidelity['kl_full_vs_exact_top_k']:.2e}", f"{times[name]['encode_us']:.1f}", f"{times[name]['decode_us']:.1f}",
+            )
+        )  # fmt: skip
+    print_table(
+        ["setting", "B/token", "slots", "tail mean", "tail p99", "max|Δlp|", "KL(full‖stored)",
+         "KL(full‖exact top-k)", "encode µs/tok", "decode µs/tok"],
+        rows,
+    )  # fmt: skip
+
+    print(
+        f"\n== KD students from the k = 64 labels: {args.steps} steps x batch {args.batch}, tail_bucket, seed 0"
+    )
+    results = {}
+    for name in STUDENTS:
+        output_dir = BENCH_CACHE / "students" / name.replace(" ", "-")
+        results[name] = measure(
+            "bench.soft_labels", "kd", output_dir=output_dir, dataset=datasets[name], held_out_dir=held_out,
+            steps=args.steps, batch=args.batch,
+        )  # fmt: skip
+        print(f"  {name}: {results[name]}", flush=True)
+    base = results["k64 exact"]
+    print_table(
+        ["labels", "held-out CE", "Δ CE vs exact", "KL(T‖S)", "Δ KL vs exact", "decode / KD step"],
+        [
+            (
+                name, f"{r['held_out_ce']:.4f}", f"{r['held_out_ce'] - base['held_out_ce']:+.4f}",
+                f"{r['held_out_kl']:.4f}", f"{r['held_out_kl'] - base['held_out_kl']:+.4f}",
+                f"{times[name]['decode_us'] / r['step_us_per_token']:.2%}",
+            )
+            for name, r in results.items()
+        ],
+    )  # fmt: skip
+    print(
+        f"  ({base['held_out_tokens']:.0f} held-out tokens; KD step {base['step_us_per_token']:.0f} µs/token)"
+    )
+
+
+if __name__ == "__main__":
+    main()
