@@ -247,3 +247,20 @@ def test_the_crossover_is_where_the_true_laws_cross(study):
     assert found and float(found.group(1).replace(",", "")) == pytest.approx(truth, rel=1e-2)
     assert "soft distillation of the N = 1e+05 student" in text
     assert "beats supervised training at every D in [20,000, 1.6e+07]" in text
+
+
+def test_teacher_axis_groups_one_budget_whose_d_differs_by_teacher():
+    """One nominal budget gives a slightly different D per teacher (their sequences end at different lengths):
+    the L_S-vs-L_T plot still sees one (N, budget) with three teachers (the full CPU study's D values)."""
+    from types import SimpleNamespace
+
+    from distillab.study.plots import _teacher_groups
+
+    def run(n, d, teacher_loss):
+        return SimpleNamespace(student_params=n, student_tokens=d, teacher_loss=teacher_loss)
+
+    axis = [run(26624, 195479, 4.135), run(26624, 188048, 4.272), run(26624, 182352, 4.351)]
+    other = [run(26624, 97724, 4.135), run(106496, 195479, 4.135)]
+    groups = _teacher_groups(SimpleNamespace(runs=axis + other))
+    assert list(groups) == [(26624, 188048.0)]
+    assert sorted(r.teacher_loss for r in groups[(26624, 188048.0)]) == [4.135, 4.272, 4.351]

@@ -20,19 +20,18 @@ def test_the_full_recipe_meets_the_issue_s_grid():
     config.validate_grid()
     grid = build_grid(config)
     names = [c.name for c in grid.cells]
-    assert len(names) == len(set(names)) == 42
+    assert len(names) == len(set(names)) == 49
     supervised = [c for c in grid.cells if c.method == "supervised"]
     assert len({c.size for c in supervised}) >= 4 and len({c.budget for c in supervised}) >= 4
     assert max(c.budget for c in supervised) >= 8 * min(c.budget for c in supervised)
-    assert list(grid.teachers) == ["d_200k", "c_200k", "b_200k"]
-    for method in ("hard", "soft"):
+    assert list(grid.teachers) == ["d_400k", "c_400k", "b_400k"]
+    for method in ("hard", "soft", "soft_data"):
         cells = [c for c in grid.cells if c.method == method]
-        from_first = [c for c in cells if c.teacher == "d_200k"]
+        from_first = [c for c in cells if c.teacher == "d_400k"]
         assert len({c.size for c in from_first}) == 3 and len({c.budget for c in from_first}) == 3
         assert {c.teacher for c in cells if (c.size, c.budget) == ("a", 200000)} == set(grid.teachers)
     # teacher cells first, in the order the recipe lists the teachers
-    assert names[:3] == ["supervised_d_200k", "supervised_c_200k", "supervised_b_200k"]
-    assert "soft_data_b_50k_from_d_200k" in names
+    assert names[:3] == ["supervised_d_400k", "supervised_c_400k", "supervised_b_400k"]
 
 
 def test_quick_preset_replaces_the_grid_but_not_command_line_flags():

@@ -16,6 +16,7 @@ from typing import Any
 from distillab.errors import ConfigError
 
 SIZE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size")
+SIZE_TRAIN_KEYS = ("learning_rate",)  # per-size training flags, after train_args (smaller models take larger steps)
 GRID_FIELDS = (
     "supervised_sizes",
     "supervised_budgets",
@@ -82,7 +83,8 @@ class StudyConfig:
         default_factory=dict,
         metadata={
             "help": "Student sizes: name -> {num_layers, hidden_size, num_heads, num_kv_heads, "
-            "intermediate_size} (fresh Llamas with the corpus tokenizer)."
+            "intermediate_size, learning_rate} (fresh Llamas with the corpus tokenizer; learning_rate overrides "
+            "train_args' for that size)."
         },
     )
     supervised_sizes: list[str] = field(default_factory=list, metadata={"help": "Supervised grid: sizes."})
@@ -160,11 +162,11 @@ class StudyConfig:
         """Every size a grid names is defined, budgets are positive, and the grid is not empty."""
         for name, shape in self.sizes.items():
             missing = [key for key in ("num_layers", "hidden_size", "num_heads") if key not in shape]
-            extra = set(shape) - set(SIZE_KEYS)
+            extra = set(shape) - set(SIZE_KEYS) - set(SIZE_TRAIN_KEYS)
             if missing or extra:
                 raise ConfigError(
                     f"sizes.{name}: needs num_layers, hidden_size, num_heads (and optionally num_kv_heads, "
-                    f"intermediate_size); got {', '.join(shape) or 'nothing'}"
+                    f"intermediate_size, learning_rate); got {', '.join(shape) or 'nothing'}"
                 )
         named = [*self.supervised_sizes, *self.distill_sizes, *self.soft_data_sizes]
         named += [self.teacher_axis_size] if self.teacher_axis_size else []

@@ -66,7 +66,8 @@ def parse_teacher(spec: str) -> Teacher:
 
 def build_grid(config: StudyConfig) -> Grid:
     """Cells in the order they should start: teacher cells first, then the rest of the supervised grid, then
-    hard, soft and soft_data."""
+    hard, soft and soft_data, each its sizes x budgets from the first teacher plus, when the method has a grid,
+    the teacher-axis student from every teacher."""
     teachers = {t.name: t for t in map(parse_teacher, config.teachers)}
     supervised = [
         Cell("supervised", s, b) for s in config.supervised_sizes for b in config.supervised_budgets
@@ -74,19 +75,18 @@ def build_grid(config: StudyConfig) -> Grid:
     teacher_cells = [t.cell for t in teachers.values() if t.cell is not None]
     cells = _unique([*teacher_cells, *supervised])
     first = next(iter(teachers), None)
-    for method in ("hard", "soft"):
-        cells += _unique(
-            [Cell(method, s, b, first) for s in config.distill_sizes for b in config.distill_budgets]
-            + (
-                [Cell(method, config.teacher_axis_size, config.teacher_axis_budget, t) for t in teachers]
-                if config.teacher_axis_size
-                else []
-            ),
-            seen=cells,
-        )
-    cells += [
-        Cell("soft_data", s, b, first) for s in config.soft_data_sizes for b in config.soft_data_budgets
-    ]
+    axis = list(teachers) if config.teacher_axis_size else []
+    grids = {
+        "hard": (config.distill_sizes, config.distill_budgets),
+        "soft": (config.distill_sizes, config.distill_budgets),
+        "soft_data": (config.soft_data_sizes, config.soft_data_budgets),
+    }
+    for method, (sizes, budgets) in grids.items():
+        main = [Cell(method, s, b, first) for s in sizes for b in budgets]
+        if not main:
+            continue
+        along_axis = [Cell(method, config.teacher_axis_size, config.teacher_axis_budget, t) for t in axis]
+        cells += _unique(main + along_axis, seen=cells)
     return Grid(cells, teachers)
 
 

@@ -103,12 +103,26 @@ def predicted_vs_measured(fits: dict[str, MethodFit], path: Path) -> Path | str:
     return _save(fig, path)
 
 
+SAME_BUDGET = 0.1  # runs of one N whose D differ by less than this fraction share a budget (teachers' sequences
+# end at different lengths, so one nominal budget gives a slightly different D per teacher)
+
+
 def _teacher_groups(fit: MethodFit) -> dict[tuple[float, float], list]:
-    """Runs by (N, D) where at least two teacher losses were tried."""
-    groups: dict[tuple[float, float], list] = {}
-    for r in fit.runs:
-        groups.setdefault((r.student_params, r.student_tokens), []).append(r)
-    return {key: runs for key, runs in groups.items() if len({r.teacher_loss for r in runs}) >= 2}
+    """Runs by (N, D) where at least two teacher losses were tried; D within SAME_BUDGET counts as one budget
+    (the key holds the group's median D)."""
+    groups: list[list] = []
+    for r in sorted(fit.runs, key=lambda r: (r.student_params, r.student_tokens)):
+        last = groups[-1][0] if groups else None
+        same = last and last.student_params == r.student_params
+        if same and r.student_tokens <= last.student_tokens * (1 + SAME_BUDGET):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return {
+        (runs[0].student_params, float(np.median([r.student_tokens for r in runs]))): runs
+        for runs in groups
+        if len({r.teacher_loss for r in runs}) >= 2
+    }
 
 
 def student_vs_teacher(fits: dict[str, MethodFit], path: Path) -> Path | str:

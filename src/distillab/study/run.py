@@ -39,7 +39,7 @@ from distillab.configs import save_resolved_config
 from distillab.errors import ConfigError, DistillabError
 from distillab.fileio import atomic_write_json, read_json
 from distillab.scaling.flops import non_embedding_params
-from distillab.study.config import SIZE_KEYS, StudyConfig
+from distillab.study.config import SIZE_KEYS, SIZE_TRAIN_KEYS, StudyConfig
 from distillab.study.corpus import CorpusSpec, build_corpus
 from distillab.study.datasets import dataset_complete, write_subset
 from distillab.study.grid import METHODS, Cell, Grid, Teacher, build_grid, rows_for_budget
@@ -278,13 +278,14 @@ class Study:
                 shutil.rmtree(self.teacher_dir(teacher), ignore_errors=True)
         shape = self.config.sizes[cell.size]
         sizes = [a for key in SIZE_KEYS if key in shape for a in (f"--student_{key}", str(shape[key]))]
+        per_size = [a for key in SIZE_TRAIN_KEYS if key in shape for a in (f"--{key}", str(shape[key]))]
         command = [
             sys.executable, "-m", "accelerate.commands.launch", "--config_file", self.config.accelerate_config,
             "-m", TRAINERS[cell.method],
             "--dataset_name", str(self.training_data(cell)),
             "--student_kind", "fresh", "--model_name_or_path", str(self.corpus / "base_model"), *sizes,
             "--seed", str(self.config.seed), "--output_dir", str(directory / "run"),
-            *FIXED_TRAIN_ARGS, *self.config.train_args,
+            *FIXED_TRAIN_ARGS, *self.config.train_args, *per_size,
         ]  # fmt: skip
         started = time.perf_counter()
         self.run_command(command, directory / "logs" / "train.log")
