@@ -16,7 +16,9 @@ from typing import Any
 from distillab.errors import ConfigError
 
 SIZE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size")
-SIZE_TRAIN_KEYS = ("learning_rate",)  # per-size training flags, after train_args (smaller models take larger steps)
+SIZE_TRAIN_KEYS = (
+    "learning_rate",
+)  # per-size training flags, after train_args (smaller models take larger steps)
 GRID_FIELDS = (
     "supervised_sizes",
     "supervised_budgets",

@@ -103,7 +103,9 @@ def predicted_vs_measured(fits: dict[str, MethodFit], path: Path) -> Path | str:
     return _save(fig, path)
 
 
-SAME_BUDGET = 0.1  # runs of one N whose D differ by less than this fraction share a budget (teachers' sequences
+SAME_BUDGET = (
+    0.1  # runs of one N whose D differ by less than this fraction share a budget (teachers' sequences
+)
 # end at different lengths, so one nominal budget gives a slightly different D per teacher)
 
 
