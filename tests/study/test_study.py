@@ -22,6 +22,7 @@ CELLS = {
     "soft_a_4k_from_c_8k": ("soft", "c_8k"),
     "soft_data_a_4k_from_c_8k": ("soft_data", "c_8k"),
 }
+LEARNING_RATES = {"a": 1e-2, "b": 6e-3, "c": 4e-3}  # the recipe's per-size learning rates (train_args: 3e-3)
 # Non-embedding N of the recipe's sizes: layers x (4 d^2 attention, all heads full + 3 d f gated MLP).
 PARAMS = {
     "a": 2 * (4 * 32 * 32 + 3 * 32 * 96),
@@ -64,6 +65,7 @@ def test_quick_study_runs_resumes_and_reuses(tmp_path):
         assert flops[2] == pytest.approx(flops[0] + flops[1])
         record = json.loads((out / row["run_dir"] / "distillab_run.json").read_text())
         assert record["complete"] and record["train_tokens"] == int(row["student_tokens"])
+        assert record["config"]["learning_rate"] == LEARNING_RATES[row["student_size"]]
         if method == "supervised":
             assert row["teacher_loss"] == row["teacher_params"] == "" and flops[1] == 0
             assert_budget_is_the_real_rows(out, row)
