@@ -264,3 +264,27 @@ def test_teacher_axis_groups_one_budget_whose_d_differs_by_teacher():
     groups = _teacher_groups(SimpleNamespace(runs=axis + other))
     assert list(groups) == [(26624, 188048.0)]
     assert sorted(r.teacher_loss for r in groups[(26624, 188048.0)]) == [4.135, 4.272, 4.351]
+
+
+def test_methods_are_matched_at_one_budget_though_their_d_differ(tmp_path):
+    """A budget is a number of examples: generated sequences end early, so a distilled run's D sits a few %
+    below the supervised run's of the same budget (the full CPU study: 195,644 vs 200,012). The verdict still
+    compares them there, and not with the run of the next budget down."""
+    from distillab.study.analysis import load_study_runs, matched, matched_sentence
+
+    rows = [
+        row("supervised", 1e5, 200_012, 4.75),
+        row("supervised", 2e5, 200_012, 4.44),
+        row("supervised", 1e5, 100_005, 5.36),
+        row("soft", 1e5, 195_644, 5.36, "T1", 8e5, 3.46),
+        row("soft", 2e5, 195_644, 5.21, "T1", 8e5, 3.46),
+        row("soft", 1e5, 97_784, 5.49, "T1", 8e5, 3.46),
+    ]
+    runs = load_study_runs(write_runs(tmp_path / "runs.csv", rows))
+    found = matched(runs, "soft", "supervised")
+    assert (found.tokens, found.sizes) == (195_644, 2)
+    assert found.gap == pytest.approx(((4.75 - 5.36) + (4.44 - 5.21)) / 2)
+    assert matched_sentence(found) == (
+        "At D = 195,644 tokens (measured, mean over 2 student size(s), teacher T1), supervised beats soft by "
+        "0.690 nats/token."
+    )

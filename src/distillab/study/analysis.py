@@ -40,6 +40,7 @@ from distillab.scaling import (
 from distillab.scaling.fit import largest
 from distillab.scaling.laws import FIT_METHODS
 from distillab.study import plots
+from distillab.study.grid import same_budget
 from distillab.study.run import RUNS_COLUMNS
 
 DISTILLATION_METHODS = FIT_METHODS[1:]
@@ -321,19 +322,23 @@ def _mean_losses(runs: list[StudyRun], method: str, teacher: str) -> dict[tuple[
 
 
 def matched(runs: list[StudyRun], first: str, second: str) -> Matched | None:
-    """Distillation method `first` against `second` at the largest D where they share a student size, both
-    from `first`'s main teacher (None when they share no cell)."""
+    """Distillation method `first` against `second` at the largest budget where they share a student size,
+    both from `first`'s main teacher (None when they share no cell). One nominal budget gives a slightly
+    different D per method (generated sequences end early): `tokens` is `first`'s."""
     mine = [r for r in runs if r.method == first]
     if not mine:
         return None
     teacher = main_teacher(mine)
     a, b = (_mean_losses(runs, m, teacher) for m in (first, second))
-    shared = [key for key in a if key in b]
+    shared = [
+        (key, other) for key in a for other in b if key[0] == other[0] and same_budget(key[1], other[1])
+    ]
     if not shared:
         return None
-    tokens = max(d for _, d in shared)
-    at = [key for key in shared if key[1] == tokens]
-    return Matched(first, second, teacher, tokens, len(at), float(np.mean([b[k] - a[k] for k in at])))
+    tokens = max(key[1] for key, _ in shared)
+    at = [(key, other) for key, other in shared if key[1] == tokens]
+    gap = float(np.mean([b[other] - a[key] for key, other in at]))
+    return Matched(first, second, teacher, tokens, len(at), gap)
 
 
 @dataclass(frozen=True)
@@ -465,7 +470,13 @@ def held_out_sentence(fits: dict[str, MethodFit]) -> str:
 
 def verdict(runs: list[StudyRun], fits: dict[str, MethodFit], isos: list[IsoFlop]) -> list[str]:
     """The study's conclusions in plain words, every number computed from runs.csv and the fits."""
-    pairs = [("soft", "hard"), ("soft", "supervised"), ("hard", "supervised"), ("soft_data", "soft")]
+    pairs = [
+        ("soft", "hard"),
+        ("soft", "supervised"),
+        ("hard", "supervised"),
+        ("soft_data", "supervised"),
+        ("soft_data", "soft"),
+    ]
     sentences = [matched_sentence(m) for m in (matched(runs, a, b) for a, b in pairs) if m is not None]
     sentences += [crossover_sentence(crossover(fit, runs)) for m, fit in fits.items() if m != "supervised"]
     sentences += [iso_flop_sentence(iso) for iso in isos]

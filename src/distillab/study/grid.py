@@ -49,6 +49,15 @@ def budget_label(tokens: int) -> str:
     return str(tokens)
 
 
+SAME_BUDGET = 0.1  # measured D within this fraction of each other: one nominal budget
+
+
+def same_budget(tokens: float, other: float) -> bool:
+    """Whether two measured D come from one nominal budget: a budget is a number of examples, so D differs a
+    little by teacher (its sequences end at different lengths) and between real and generated data."""
+    return abs(tokens - other) <= SAME_BUDGET * max(tokens, other)
+
+
 def rows_for_budget(budget: int, tokens_per_row: float) -> int:
     """Examples a budget of supervised tokens takes (each row supervises its continuation + end of turn)."""
     return max(1, math.ceil(budget / tokens_per_row))

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from distillab.scaling import supervised_loss
+from distillab.study.grid import same_budget
 
 if TYPE_CHECKING:
     from distillab.study.analysis import IsoFlop, MethodFit
@@ -110,13 +111,16 @@ SAME_BUDGET = (
 
 
 def _teacher_groups(fit: MethodFit) -> dict[tuple[float, float], list]:
-    """Runs by (N, D) where at least two teacher losses were tried; D within SAME_BUDGET counts as one budget
-    (the key holds the group's median D)."""
+    """Runs by (N, D) where at least two teacher losses were tried; one nominal budget is one D (the key holds
+    the group's median D)."""
     groups: list[list] = []
     for r in sorted(fit.runs, key=lambda r: (r.student_params, r.student_tokens)):
         last = groups[-1][0] if groups else None
-        same = last and last.student_params == r.student_params
-        if same and r.student_tokens <= last.student_tokens * (1 + SAME_BUDGET):
+        if (
+            last
+            and last.student_params == r.student_params
+            and same_budget(last.student_tokens, r.student_tokens)
+        ):
             groups[-1].append(r)
         else:
             groups.append([r])
