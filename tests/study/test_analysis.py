@@ -288,3 +288,14 @@ def test_methods_are_matched_at_one_budget_though_their_d_differ(tmp_path):
         "At D = 195,644 tokens (measured, mean over 2 student size(s), teacher T1), supervised beats soft by "
         "0.690 nats/token."
     )
+
+
+def test_crossovers_carry_a_caution_when_the_supervised_law_misses_its_held_out_runs():
+    from types import SimpleNamespace
+
+    from distillab.study.analysis import crossover_caution
+
+    (caution,) = crossover_caution({"supervised": SimpleNamespace(median_error=0.1063)})
+    assert caution.startswith("Caution: the supervised law misses its held-out runs by 10.63% (median)")
+    assert crossover_caution({"supervised": SimpleNamespace(median_error=0.012)}) == []
+    assert crossover_caution({}) == []

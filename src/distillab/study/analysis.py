@@ -47,6 +47,7 @@ DISTILLATION_METHODS = FIT_METHODS[1:]
 HOLDOUT_BY = "params_tokens"
 GAP_COEFFICIENTS = ("c1", "f1", "d1")  # the capacity-gap transition in L_T
 ENOUGH_TEACHERS = 5  # distinct teacher losses needed before c1, f1, d1 are fitted too
+TRUSTED_ERROR = 0.05  # a held-out median relative error above this: the law does not follow the runs
 STARTS = {True: (16, 2), False: (128, 8)}  # quick -> (L-BFGS-B starts, polished starts)
 
 
@@ -468,6 +469,18 @@ def held_out_sentence(fits: dict[str, MethodFit]) -> str:
     return f"Held-out runs (largest N·D, left out of every fit), median relative error of the prediction: {errors}."
 
 
+def crossover_caution(fits: dict[str, MethodFit]) -> list[str]:
+    """A warning when the supervised law, which every crossover compares against, misses its held-out runs."""
+    supervised = fits.get("supervised")
+    if supervised is None or not supervised.median_error > TRUSTED_ERROR:
+        return []
+    return [
+        f"Caution: the supervised law misses its held-out runs by {supervised.median_error:.2%} (median), so the "
+        "crossovers above extrapolate a law that does not follow these runs; the measured comparisons at "
+        "matched D are the ones to trust."
+    ]
+
+
 def verdict(runs: list[StudyRun], fits: dict[str, MethodFit], isos: list[IsoFlop]) -> list[str]:
     """The study's conclusions in plain words, every number computed from runs.csv and the fits."""
     pairs = [
@@ -478,7 +491,8 @@ def verdict(runs: list[StudyRun], fits: dict[str, MethodFit], isos: list[IsoFlop
         ("soft_data", "soft"),
     ]
     sentences = [matched_sentence(m) for m in (matched(runs, a, b) for a, b in pairs) if m is not None]
-    sentences += [crossover_sentence(crossover(fit, runs)) for m, fit in fits.items() if m != "supervised"]
+    crossovers = [crossover_sentence(crossover(fit, runs)) for m, fit in fits.items() if m != "supervised"]
+    sentences += crossovers + (crossover_caution(fits) if crossovers else [])
     sentences += [iso_flop_sentence(iso) for iso in isos]
     sentences.append(held_out_sentence(fits))
     return sentences
