@@ -1,4 +1,5 @@
-"""Where prompts and evaluation sets come from: tables (a local file or a Hub dataset) and reasoning-gym tasks.
+"""Where prompts and evaluation sets come from: tables (a local file or a Hub dataset), reasoning-gym tasks and
+distillab's own offline tasks (`number_words`: a number written in words, answered in digits).
 
 Shared by `generate` (prompts) and `evaluate` (reference data). Every failure is a one-line `DataError` naming
 the source; `what` says what the caller is loading ("prompt", "reference data").
@@ -63,7 +64,10 @@ def _check_utf8(content: bytes, where: str) -> None:
 def reasoning_gym_records(
     task: str, size: int, seed: int, what: str = "reasoning-gym task"
 ) -> list[dict[str, Any]]:
-    """`size` items of a reasoning-gym `task` as {question, answer} (deterministic for a seed)."""
+    """`size` items of a reasoning-gym `task` (or of an offline task of `OFFLINE_TASKS`) as {question, answer}
+    (deterministic for a seed)."""
+    if task in OFFLINE_TASKS:
+        return OFFLINE_TASKS[task](size, seed)
     import reasoning_gym
 
     try:
@@ -71,3 +75,32 @@ def reasoning_gym_records(
     except (KeyError, ValueError) as err:
         raise DataError(f"unknown {what} {task!r}: {err}") from None
     return [{"question": item["question"], "answer": str(item["answer"])} for item in items]
+
+
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_in_words(number: int) -> str:
+    """0 <= number < 1000 in English words: 7 -> seven, 42 -> forty-two, 305 -> three hundred five."""
+    if number >= 100:
+        rest = number % 100
+        return f"{ONES[number // 100]} hundred" + (f" {number_in_words(rest)}" if rest else "")
+    if number < 20:
+        return ONES[number]
+    return TENS[number // 10 - 2] + (f"-{ONES[number % 10]}" if number % 10 else "")
+
+
+def number_words_records(size: int, seed: int) -> list[dict[str, Any]]:
+    """`size` distinct numbers below 1000 written in words, to be written in digits."""
+    import random
+
+    if size > 1000:
+        raise DataError(f"number_words has 1000 distinct questions; {size} asked for")
+    numbers = random.Random(seed).sample(range(1000), size)
+    return [
+        {"question": f"Write the number {number_in_words(n)} in digits.", "answer": str(n)} for n in numbers
+    ]
+
+
+OFFLINE_TASKS = {"number_words": number_words_records}
