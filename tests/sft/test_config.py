@@ -68,7 +68,11 @@ def test_recipe_then_cli_overrides(tmp_path):
     assert config.lora_target_modules == ["q_proj", "v_proj"] and config.save_merged
 
 
-@pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/*/sft.yaml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "recipe",
+    sorted([*REPO.glob("recipes/*/sft.yaml"), *REPO.glob("recipes/*/supervised.yaml")]),
+    ids=lambda p: f"{p.parent.name}-{p.stem}",
+)
 def test_shipped_recipes_parse(recipe, tmp_path):
     config = parse(["--config", str(recipe), "--output_dir", str(tmp_path)])
     assert config.dataset_name and config.student_kind in {"pretrained", "fresh", "pruned"}
@@ -90,6 +94,8 @@ def test_shipped_recipes_parse(recipe, tmp_path):
         ([*FRESH, "--chat_template_path", "template.txt"], "must be a .jinja file"),
         ([*FRESH, "--max_length", "1"], "--max_length must be >= 2"),
         ([*FRESH, "--save_merged", "true"], "--save_merged only applies to LoRA runs"),
+        ([*FRESH, "--train_on", "teacher"], "invalid choice: 'teacher'"),
+        ([*FRESH, "--train_tokens", "0"], "--train_tokens must be >= 1"),
     ],
 )
 def test_invalid_configs(argv, message):
