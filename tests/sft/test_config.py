@@ -117,3 +117,16 @@ def test_a_local_student_is_recorded_by_its_absolute_path(tmp_path, monkeypatch)
     assert config.model_name_or_path == str(tmp_path / "models" / "student")  # usable from any directory
     hub = parse(["--dataset_name", "data/x", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M"])
     assert hub.model_name_or_path == "HuggingFaceTB/SmolLM2-135M"  # a Hub id stays as it is
+
+
+def test_a_token_budget_sets_the_steps():
+    """48 sequences at a global batch of 8 x 2 accumulation = 3 steps an epoch of 600 supervised tokens:
+    2,000 tokens = 3.33 epochs = 10 steps."""
+    from distillab.sft.train import steps_for_tokens
+
+    config = SimpleNamespace(
+        per_device_train_batch_size=8, gradient_accumulation_steps=2, world_size=1, train_tokens=2000
+    )
+    data = SimpleNamespace(report=SimpleNamespace(sequences=48, supervised_tokens=600))
+    assert steps_for_tokens(config, data) == 10
+    assert steps_for_tokens(SimpleNamespace(**{**vars(config), "train_tokens": 10}), data) == 1
