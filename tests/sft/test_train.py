@@ -135,10 +135,12 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     assert (output_dir / RUN_RECORD_NAME).read_text() == before
 
 
-def test_a_supervised_baseline_on_the_reference_answers_at_a_token_budget(hard_label_dir, tmp_path):
+def test_a_supervised_baseline_on_the_reference_answers_at_a_token_budget(
+    hard_label_dir, tiny_teacher, tmp_path
+):
     """`--train_on reference --train_tokens D`: method supervised, no teacher FLOPs, D reached within 5%."""
     rows = load_hard_labels(str(hard_label_dir))
-    tokenizer = AutoTokenizer.from_pretrained(hard_label_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
     per_epoch = sum(
         len(tokenizer(reference + "<|im_end|>", add_special_tokens=False)["input_ids"])
         for reference in rows["reference"]
