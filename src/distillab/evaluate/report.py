@@ -83,9 +83,8 @@ def retention_table(kept: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     tasks = kept["tasks"]
     header = ["model", "method", *(f"{task}: {info['metric']}" for task, info in tasks.items())]
     header += [f"{task}: % of teacher" for task in tasks]
-    rows = [
-        ["teacher", "teacher", *(_fmt(info["teacher"]) for info in tasks.values()), *("100%" for _ in tasks)]
-    ]
+    teacher_percent = [_percent(100.0 if info["teacher"] else None) for info in tasks.values()]
+    rows = [["teacher", "teacher", *(_fmt(info["teacher"]) for info in tasks.values()), *teacher_percent]]
     for student in kept["students"]:
         rows.append(
             [
