@@ -11,7 +11,7 @@ from distillab.errors import ConfigError
 LOCAL_TASKS = {
     "distillab_arithmetic": "basic_arithmetic",
     "distillab_arithmetic_mc": "basic_arithmetic",
-    "distillab_number_words": "number_words",
+    "distillab_number_words": "number_words_test",  # the 30 numbers no demo student trains on
 }
 DEFAULT_LM_EVAL_TASKS = ("distillab_arithmetic", "distillab_arithmetic_mc")
 DTYPES = ("float32", "bfloat16", "float16")

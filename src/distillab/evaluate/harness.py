@@ -3,7 +3,7 @@ include path, and standard task names (which need the Hub), through `lm_eval.sim
 model.
 
 The shipped YAMLs are real lm-eval tasks (`dataset_path: json`); at run time `write_local_tasks` draws their
-documents (seeded: reasoning-gym's basic_arithmetic, distillab's number_words) into
+documents (seeded: reasoning-gym's basic_arithmetic, distillab's number_words_test) into
 `output_dir/lm_eval/tasks/<source>.jsonl` and writes copies of the YAMLs pointing at those files there: that folder is the include path, and `lm_eval --include_path` on it repeats
 the run. Each task runs on its own, so a task that cannot load (a Hub task while offline) is recorded as an
 error and the others still run. lm-eval's own files (results_*.json, samples_*.jsonl) are kept per model.
