@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import yaml
+
 from distillab import demo
 from distillab.configs import parse_config
 from distillab.generate.config import GenerateConfig
@@ -20,22 +22,58 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data))
 
 
+STUDENTS = ["supervised-s42", "hard-s42", "soft-s42", "supervised-s43", "hard-s43", "soft-s43"]
+
+
+def module(stage: demo.Stage) -> str:
+    return stage.command[stage.command.index("-m", 3) + 1]
+
+
 def test_stages_are_the_users_commands_in_order(tmp_path):
     plan = demo.stages(RECIPES, tmp_path, quick=False)
     assert [s.name for s in plan] == [
         "teacher",
         "hard + soft labels",
         "held-out teacher generations",
-        "hard-label student (SFT)",
-        "soft-label student (KD)",
+        *(f"student {name}" for name in STUDENTS),
         "evaluation + report",
     ]
-    sft, kd = plan[3].command, plan[4].command
-    assert sft[sft.index("-m", 3) + 1] == "distillab.sft" and kd[kd.index("-m", 3) + 1] == "distillab.kd"
-    assert ["--config", str(RECIPES / "sft.yaml"), "--dataset_name", str(tmp_path / "generate")] == sft[-6:-2]
-    assert "--num_train_epochs" in demo.stages(RECIPES, tmp_path, quick=True)[3].command
-    for recipe in ("generate", "sft", "kd", "evaluate"):
+    students = plan[3:9]
+    assert [module(s) for s in students] == ["distillab.sft", "distillab.sft", "distillab.kd"] * 2
+    recipes = [s.command[s.command.index("--config") + 1] for s in students]
+    assert recipes == [str(RECIPES / f"{r}.yaml") for r in ("supervised", "sft", "kd")] * 2
+    for stage, name in zip(students, STUDENTS, strict=True):
+        flags = dict(zip(stage.command[-6::2], stage.command[-5::2], strict=True))
+        assert flags == {
+            "--dataset_name": str(tmp_path / "generate"),
+            "--seed": name[-2:],
+            "--output_dir": str(tmp_path / name),
+        }
+    evaluate = plan[-1].command
+    given = evaluate[evaluate.index("--students") + 1 : evaluate.index("--heldout_data")]
+    assert given == [f"{name}={tmp_path / name}" for name in STUDENTS]
+    quick = demo.stages(RECIPES, tmp_path, quick=True)
+    assert [s.name for s in quick[3:-1]] == [f"student {name}" for name in STUDENTS[:3]]  # one seed
+    assert "--train_tokens" in quick[3].command
+    for recipe in ("generate", "supervised", "sft", "kd", "evaluate"):
         assert (RECIPES / f"{recipe}.yaml").is_file()
+
+
+def test_the_three_students_share_one_initialisation_and_one_token_budget():
+    """Same student (kind, pruning, preset) and the same D in the three training recipes; only the labels differ."""
+    shared = (
+        "student_kind",
+        "prune_keep_first",
+        "prune_keep_last",
+        "train_tokens",
+        "learning_rate",
+        "max_length",
+    )
+    supervised, hard, soft = (
+        yaml.safe_load((RECIPES / f"{name}.yaml").read_text()) for name in ("supervised", "sft", "kd")
+    )
+    assert all(supervised[key] == hard[key] == soft[key] for key in shared)
+    assert supervised["train_on"] == "reference" and "train_on" not in hard and "train_on" not in soft
 
 
 def test_config_from_a_recipe_and_flags(tmp_path):
@@ -67,8 +105,9 @@ def fingerprint(stage: demo.Stage) -> str:
 
 
 def write_finished(out: Path, plan: list[demo.Stage]) -> None:
-    """The outputs of the plan's generate, held-out and SFT stages, finished, and of an unfinished KD stage."""
-    generate, heldout, sft, kd = plan[1:5]
+    """The outputs of the plan's generate, held-out and first two student stages, finished, and of an
+    unfinished third student (the others not started)."""
+    generate, heldout, first, second, third = plan[1:6]
     write_json(
         out / "generate" / "distillab.json",
         {"complete": True, "config_fingerprint": fingerprint(generate), "soft_labels": {"complete": True}},
@@ -76,15 +115,18 @@ def write_finished(out: Path, plan: list[demo.Stage]) -> None:
     write_json(
         out / "heldout" / "distillab.json", {"complete": True, "config_fingerprint": fingerprint(heldout)}
     )
-    write_json(out / "sft" / "distillab_run.json", {"complete": True, "config_fingerprint": fingerprint(sft)})
-    write_json(out / "kd" / "distillab_run.json", {"complete": False, "config_fingerprint": fingerprint(kd)})
+    for stage, complete in ((first, True), (second, True), (third, False)):
+        run = stage.command[stage.command.index("--output_dir") + 1]
+        write_json(
+            Path(run) / "distillab_run.json", {"complete": complete, "config_fingerprint": fingerprint(stage)}
+        )
 
 
 def test_finished_stages_are_recognised(tmp_path):
     plan = demo.stages(RECIPES, tmp_path, quick=False)
     assert not any(stage.done() for stage in plan[1:])
     write_finished(tmp_path, plan)
-    assert [stage.done() for stage in plan[1:5]] == [True, True, True, False]
+    assert [stage.done() for stage in plan[1:7]] == [True, True, True, True, False, False]
     assert not any(stage.other_settings() for stage in plan)
     metadata = json.loads((tmp_path / "generate" / "distillab.json").read_text())
     write_json(tmp_path / "generate" / "distillab.json", {**metadata, "soft_labels": {}})
@@ -95,8 +137,8 @@ def test_stages_made_with_other_settings_are_not_reused(tmp_path):
     """A `--quick` demo's outputs are not a full demo's, and the other way round: each is redone."""
     write_finished(tmp_path, demo.stages(RECIPES, tmp_path, quick=True))
     full = demo.stages(RECIPES, tmp_path, quick=False)
-    assert not any(stage.done() for stage in full[1:5])
-    assert [stage.other_settings() for stage in full[1:5]] == [True, True, True, True]
+    assert not any(stage.done() for stage in full[1:6])
+    assert [stage.other_settings() for stage in full[1:6]] == [True, True, True, True, True]
 
 
 def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_path, monkeypatch):
@@ -107,8 +149,9 @@ def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_p
     monkeypatch.setattr(demo, "TEACHER_DIR", teacher)
     out = tmp_path / "demo"
     write_finished(out, demo.stages(RECIPES, out, quick=False))
-    write_json(out / "results.json", {"models": []})
+    write_json(out / "results.json", {"models": [], "verdict": ["One sentence."]})
     (out / "report.md").write_text("")
+    (out / "report.html").write_text("")
     quick_generate = demo.stages(RECIPES, out, quick=True)[1]
     write_json(
         out / "generate" / "distillab.json",
@@ -124,13 +167,20 @@ def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_p
     )
     demo.run_demo(demo.DemoConfig(output_dir=out, recipes=RECIPES))
     plan = demo.stages(RECIPES, out, quick=False)
-    assert commands == [
-        [*plan[1].command, "--overwrite"],  # other settings
-        [*plan[2].command, "--overwrite"],  # finished, but after a stage that ran
-        [*plan[3].command, "--overwrite"],
-        [*plan[4].command, "--overwrite"],  # unfinished, but from the old labels
-        plan[5].command,
-    ]
+    assert (
+        commands
+        == [
+            [*plan[1].command, "--overwrite"],  # other settings
+            [*plan[2].command, "--overwrite"],  # finished, but after a stage that ran
+            [*plan[3].command, "--overwrite"],
+            [*plan[4].command, "--overwrite"],
+            [*plan[5].command, "--overwrite"],  # unfinished, but from the old labels
+            *(
+                [*stage.command, "--overwrite"] for stage in plan[6:-1]
+            ),  # not started: --overwrite is harmless
+            plan[-1].command,
+        ]
+    )
 
 
 def test_summary_table():

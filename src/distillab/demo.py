@@ -2,8 +2,11 @@
 teacher, offline, on CPU.
 
 SmolLM2-135M-Instruct (an offline asset) -> greedy hard labels + top-k soft labels on the same tokens
-(distilabel + vLLM) -> two students from the same initialisation, one trained with SFT and one with KD on the
-same tokens -> evaluation against the teacher, reference data and the scaling law -> DIR/report.md.
+(distilabel + vLLM) for a task the teacher can do (number words -> digits) -> three students from one
+initialisation (a layer-pruned copy of the teacher) at matched training tokens D, each with every seed of
+`SEEDS`: supervised (the reference answers), hard (SFT on the teacher's turns), soft (KD on the teacher's top-k
+over the same tokens) -> evaluation (retention of the teacher's task score, CE, KL, top-1, a verdict) ->
+DIR/report.md and DIR/report.html.
 
 The demo only chains the stage commands a user would type, with the recipes in recipes/demo/; every stage's
 output stays under DIR. A finished stage is reused on the next run only when it was made with the same settings
@@ -18,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,14 +35,22 @@ from distillab.generate.config import GenerateConfig
 from distillab.kd.config import DistillabKDConfig
 from distillab.sft.config import DistillabSFTConfig
 
-# Held-out prompts from another arithmetic generator: reasoning-gym's basic_arithmetic repeats its short
-# expressions across seeds, which would leak training prompts into the held-out set.
-HELDOUT = ["--generator", "chain_sum", "--num_prompts", "32", "--seed", "7"]
-QUICK = {  # --quick: fewer prompts, shorter answers, one epoch, a smaller lm-eval sample
-    "generate": ["--num_prompts", "32", "--max_new_tokens", "64"],
-    "heldout": ["--num_prompts", "16", "--max_new_tokens", "64"],  # last flag wins over HELDOUT
-    "train": ["--num_train_epochs", "1"],
-    "evaluate": ["--lm_eval_limit", "16", "--reference_num_rows", "32"],
+CONFIGS = {"distillab.sft": DistillabSFTConfig, "distillab.kd": DistillabKDConfig}
+
+# The held-out teacher generations: the task's evaluation questions, which no student trains on
+HELDOUT = ["--generator", "number_words_test", "--num_prompts", "30", "--seed", "7"]
+SEEDS = (42, 43)  # every student is trained once per seed: the verdict compares methods with the seed spread
+STUDENTS = (  # (name, recipe, training command): one initialisation, matched D (the recipes' train_tokens)
+    ("supervised", "supervised", "distillab.sft"),
+    ("hard", "sft", "distillab.sft"),
+    ("soft", "kd", "distillab.kd"),
+)
+QUICK = {  # --quick: fewer prompts, one seed, fewer training tokens, a smaller lm-eval sample
+    "generate": ["--num_prompts", "32"],
+    "heldout": ["--num_prompts", "16"],  # last flag wins over HELDOUT
+    "seeds": SEEDS[:1],
+    "train": ["--train_tokens", "800"],
+    "evaluate": ["--lm_eval_limit", "16", "--reference_num_rows", "16"],
 }
 
 
@@ -63,11 +75,18 @@ class Stage:
     overwrite: list[str] = field(default_factory=list)
 
 
+def student_runs(quick: bool) -> list[tuple[str, str, str, int]]:
+    """(run name, recipe, training module, seed) of every student, seed by seed."""
+    seeds = QUICK["seeds"] if quick else SEEDS
+    return [(f"{name}-s{seed}", recipe, module, seed) for seed in seeds for name, recipe, module in STUDENTS]
+
+
 def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
     """The pipeline, as the commands a user would run."""
     python = [sys.executable, "-m"]
     launch = [*python, "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml", "-m"]
     extra = QUICK if quick else {}
+    runs = student_runs(quick)
     generate = out / "generate"
     heldout = out / "heldout"
 
@@ -83,21 +102,23 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
         command = [*python, "distillab.cli", "generate", *args]
         return Stage(name, command, done, lambda: made_with() == "other", ["--overwrite"])
 
-    def train_stage(name: str, run: str, config_cls: type) -> Stage:
+    def train_stage(run: str, recipe: str, module: str, seed: int) -> Stage:
         args = [
             "--config",
-            str(recipes / f"{run}.yaml"),
+            str(recipes / f"{recipe}.yaml"),
             "--dataset_name",
             str(generate),
+            "--seed",
+            str(seed),
             "--output_dir",
             str(out / run),
             *extra.get("train", []),
         ]
         record = out / run / "distillab_run.json"
-        made_with = _stored_fingerprint(record, config_cls, args)
+        made_with = _stored_fingerprint(record, CONFIGS[module], args)
         return Stage(
-            name,
-            [*launch, f"distillab.{run}", *args],
+            f"student {run}",
+            [*launch, module, *args],
             lambda: made_with() == "same" and _json(record).get("complete", False),
             lambda: made_with() == "other",
             ["--overwrite"],
@@ -116,8 +137,7 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
             [*HELDOUT, "--soft_labels_k", "0", *extra.get("heldout", [])],
             soft=False,
         ),
-        train_stage("hard-label student (SFT)", "sft", DistillabSFTConfig),
-        train_stage("soft-label student (KD)", "kd", DistillabKDConfig),
+        *(train_stage(*run) for run in runs),
         Stage(
             "evaluation + report",
             [
@@ -127,15 +147,14 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
                 "--config",
                 str(recipes / "evaluate.yaml"),
                 "--students",
-                f"sft={out / 'sft'}",
-                f"kd={out / 'kd'}",
+                *(f"{run}={out / run}" for run, *_ in runs),
                 "--heldout_data",
                 str(heldout),
                 "--output_dir",
                 str(out),
                 *extra.get("evaluate", []),
             ],
-            lambda: (out / "results.json").is_file() and (out / "report.md").is_file(),
+            lambda: all((out / name).is_file() for name in ("results.json", "report.md", "report.html")),
         ),
     ]
 
@@ -181,8 +200,10 @@ def run_demo(config: DemoConfig) -> None:
         redone = True
         print(f"{header}: done in {time.perf_counter() - stage_start:.0f} s", flush=True)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n")
-    print(summary_table(_json(output_dir / "results.json")))
-    print(f"\nreport: {output_dir / 'report.md'}  plots: {output_dir / 'plots'}")
+    results = _json(output_dir / "results.json")
+    print(textwrap.fill(" ".join(results.get("verdict", [])), width=110) + "\n")
+    print(summary_table(results))
+    print(f"\nreport: {output_dir / 'report.html'}  (markdown: {output_dir / 'report.md'})")
 
 
 def summary_table(results: dict) -> str:

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from distillab.data.sources import load_table, reasoning_gym_records
+from distillab.data.sources import load_table, number_in_words, reasoning_gym_records
 from distillab.errors import DataError
 
 ROWS = [{"question": "What is 2+2?", "answer": "four"}, {"question": "Name a prime.", "answer": "seven"}]
@@ -81,3 +81,32 @@ def test_an_unknown_reasoning_gym_task_is_named_as_the_caller_asks():
         reasoning_gym_records("no_such_task", 5, seed=0)
     with pytest.raises(DataError, match=r"^unknown --generator 'no_such_task': "):
         reasoning_gym_records("no_such_task", 5, seed=0, what="--generator")
+
+
+def test_numbers_in_words():
+    assert [number_in_words(n) for n in (0, 7, 14, 19, 20, 40, 42, 99)] == [
+        "zero",
+        "seven",
+        "fourteen",
+        "nineteen",
+        "twenty",
+        "forty",
+        "forty-two",
+        "ninety-nine",
+    ]
+
+
+def test_number_words_train_and_test_questions_never_meet():
+    train = reasoning_gym_records("number_words", 70, seed=1)
+    test = reasoning_gym_records("number_words_test", 30, seed=2)
+    assert len({r["question"] for r in train}) == 70 and len({r["question"] for r in test}) == 30
+    assert sorted(int(r["answer"]) for r in train + test) == list(range(100))
+    assert train[0] == {
+        "question": f"Write the number {number_in_words(int(train[0]['answer']))} in digits.",
+        "answer": train[0]["answer"],
+    }
+    assert reasoning_gym_records("number_words", 5, seed=3) == reasoning_gym_records(
+        "number_words", 5, seed=3
+    )
+    with pytest.raises(DataError, match="number_words_test has 30 distinct questions; 31 asked for"):
+        reasoning_gym_records("number_words_test", 31, seed=0)

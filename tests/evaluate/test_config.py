@@ -21,8 +21,9 @@ def test_demo_recipe_parses_and_cli_overrides_win():
     assert config.students == ["a=x"]
     assert config.lm_eval_limit_value == 4 and isinstance(config.lm_eval_limit_value, int)
     assert parse_config(EvaluateConfig, ["--config", str(DEMO_RECIPE)]).students == [
-        "sft=outputs/demo/sft",
-        "kd=outputs/demo/kd",
+        "supervised=outputs/demo/supervised",
+        "hard=outputs/demo/sft",
+        "soft=outputs/demo/kd",
     ]
 
 

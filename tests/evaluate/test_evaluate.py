@@ -17,6 +17,7 @@ from tests import textbook
 from tests.cli import assert_user_error, run_distillab
 from tests.evaluate.conftest import TRAIN_TOKENS
 from tests.evaluate.fitted import SOFT, SUPERVISED, fitted_set
+from tests.evaluate.test_html import check_tables_match, parse_html
 
 LM_EVAL_LIMIT = 2
 METRICS = ("ce_reference", "ce_teacher_generations", "kl_teacher", "top1_agreement")
@@ -153,7 +154,7 @@ def test_eval_sets_decontamination_and_outputs(run):
     assert (
         sets["teacher_generations"]["rows"] == 8 and sets["teacher_generations"]["selection"] == "last 8 rows"
     )
-    assert Path(sets["lm_eval"]["data_file"]).is_file()
+    assert all(Path(path).is_file() for path in sets["lm_eval"]["data_files"].values())
     decontamination = results["decontamination"]
     # The held-out rows are the training dataset's last rows: all of them overlap, and the report says so.
     assert decontamination["sets"]["teacher_generations"]["overlapping_rows"] == 8
@@ -186,6 +187,8 @@ def test_report_shows_every_student_and_section(run):
     assert "distillab_arithmetic: exact_match,final-number" in report
     assert "foreign: kl_teacher, top1_agreement skipped" in report
     assert "| teacher_generations | 8 | 8 | 100.0% |" in report
+    assert report.index("## Verdict") < report.index("## Hard vs soft vs supervised")
+    check_tables_match(parse_html((output_dir / "report.html").read_text()), results)
 
 
 def test_a_missing_student_folder_is_a_one_line_error(tmp_path, tiny_teacher):

@@ -29,14 +29,26 @@ def test_local_task_docs_are_deterministic_multiple_choice_with_the_answer_once(
     assert len({doc["label"] for doc in docs}) > 1  # the right answer is not always in the same place
 
 
+def test_number_words_docs_are_numbers_in_words_with_their_digits():
+    docs = local_task_docs(num_docs=30, seed=5, source="number_words_test")
+    assert len({doc["question"] for doc in docs}) == 30
+    for doc in docs:
+        assert doc["question"].startswith("Write the number ") and doc["answer"].isdigit()
+        assert doc["choices"][doc["label"]] == doc["answer"]
+
+
 def test_written_tasks_point_lm_eval_at_their_data(tmp_path):
-    tasks = write_local_tasks(tmp_path / "tasks", num_docs=10, seed=1)
-    lines = tasks.data_file.read_text().splitlines()
-    assert [json.loads(line)["question"] for line in lines] == tasks.questions
+    tasks = write_local_tasks(tmp_path / "tasks", list(LOCAL_TASKS), num_docs=10, seed=1)
+    assert tasks.data_files["distillab_arithmetic"] == tasks.data_files["distillab_arithmetic_mc"]
+    assert tasks.data_files["distillab_number_words"].name == "number_words_test.jsonl"
+    assert set(tasks.questions) == {"distillab_arithmetic", "distillab_number_words"}  # one per data file
+    for task, questions in tasks.questions.items():
+        lines = tasks.data_files[task].read_text().splitlines()
+        assert [json.loads(line)["question"] for line in lines] == questions
     for task in LOCAL_TASKS:
         config = yaml.safe_load((tasks.include_path / f"{task}.yaml").read_text())
         assert config["task"] == task and config["dataset_path"] == "json"
-        assert config["dataset_kwargs"]["data_files"]["test"] == str(tasks.data_file)
+        assert config["dataset_kwargs"]["data_files"]["test"] == str(tasks.data_files[task])
     manager = task_manager([str(tasks.include_path)], list(LOCAL_TASKS))
     assert set(LOCAL_TASKS) <= set(manager.all_tasks)
 
@@ -88,7 +100,7 @@ def test_a_task_that_cannot_load_is_recorded_and_the_others_still_run(tmp_path, 
     from distillab.evaluate.harness import run_lm_eval
     from distillab.evaluate.models import teacher_spec
 
-    tasks = write_local_tasks(tmp_path / "tasks", num_docs=4, seed=1)
+    tasks = write_local_tasks(tmp_path / "tasks", ["distillab_arithmetic_mc"], num_docs=4, seed=1)
     names = ["distillab_arithmetic_mc", "hellaswag"]  # hellaswag needs the Hub, offline here
     config = EvaluateConfig(
         teacher=str(tiny_teacher), lm_eval_tasks=names, lm_eval_limit=2, lm_eval_bootstrap_iters=0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from distillab.evaluate.report import lm_eval_columns, render_report, token_match
+from distillab.evaluate.verdict import retention
 
 
 def model(name, method, train_tokens=None, lm_eval=None, runs=None, **metrics):
@@ -54,6 +55,8 @@ def test_report_flags_unmatched_budgets_and_failed_tasks():
             "not_checked": {},
         },
         "plots": [],
+        "retention": retention([model("t", "teacher"), model("a", "sft", 1000)]),
+        "verdict": ["No student has a score to compare."],
     }
     report = render_report(results)
     assert "spread 100.0%, **not matched**" in report

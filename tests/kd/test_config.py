@@ -41,6 +41,7 @@ def test_config_defaults_follow_the_papers_practice():
             "--soft_labels_k applies to --teacher_mode offline",
         ),
         (["--soft_labels_k", "0"], "--soft_labels_k must be >= 1"),
+        (["--train_on", "reference"], "--train_on reference is sft's supervised baseline"),
     ],
 )
 def test_bad_kd_settings_are_config_errors(argv, message):

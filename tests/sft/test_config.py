@@ -68,7 +68,11 @@ def test_recipe_then_cli_overrides(tmp_path):
     assert config.lora_target_modules == ["q_proj", "v_proj"] and config.save_merged
 
 
-@pytest.mark.parametrize("recipe", sorted(REPO.glob("recipes/*/sft.yaml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "recipe",
+    sorted([*REPO.glob("recipes/*/sft.yaml"), *REPO.glob("recipes/*/supervised.yaml")]),
+    ids=lambda p: f"{p.parent.name}-{p.stem}",
+)
 def test_shipped_recipes_parse(recipe, tmp_path):
     config = parse(["--config", str(recipe), "--output_dir", str(tmp_path)])
     assert config.dataset_name and config.student_kind in {"pretrained", "fresh", "pruned"}
@@ -90,6 +94,8 @@ def test_shipped_recipes_parse(recipe, tmp_path):
         ([*FRESH, "--chat_template_path", "template.txt"], "must be a .jinja file"),
         ([*FRESH, "--max_length", "1"], "--max_length must be >= 2"),
         ([*FRESH, "--save_merged", "true"], "--save_merged only applies to LoRA runs"),
+        ([*FRESH, "--train_on", "teacher"], "invalid choice: 'teacher'"),
+        ([*FRESH, "--train_tokens", "0"], "--train_tokens must be >= 1"),
     ],
 )
 def test_invalid_configs(argv, message):
@@ -111,3 +117,16 @@ def test_a_local_student_is_recorded_by_its_absolute_path(tmp_path, monkeypatch)
     assert config.model_name_or_path == str(tmp_path / "models" / "student")  # usable from any directory
     hub = parse(["--dataset_name", "data/x", "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M"])
     assert hub.model_name_or_path == "HuggingFaceTB/SmolLM2-135M"  # a Hub id stays as it is
+
+
+def test_a_token_budget_sets_the_steps():
+    """48 sequences at a global batch of 8 x 2 accumulation = 3 steps an epoch of 600 supervised tokens:
+    2,000 tokens = 3.33 epochs = 10 steps."""
+    from distillab.sft.train import steps_for_tokens
+
+    config = SimpleNamespace(
+        per_device_train_batch_size=8, gradient_accumulation_steps=2, world_size=1, train_tokens=2000
+    )
+    data = SimpleNamespace(report=SimpleNamespace(sequences=48, supervised_tokens=600))
+    assert steps_for_tokens(config, data) == 10
+    assert steps_for_tokens(SimpleNamespace(**{**vars(config), "train_tokens": 10}), data) == 1

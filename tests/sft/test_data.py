@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels
 from distillab.errors import DataError
-from distillab.sft.data import DataOptions, build_training_data
+from distillab.sft.data import DataOptions, build_training_data, with_reference_answers
 from tests.data.test_chat import chat, encode, expected_sequence, prompt_text
 
 ROWS = [  # prompt, completion, finish_reason
@@ -149,3 +149,29 @@ def test_session_dataset_is_all_truncated_and_deterministic(tokenizer, hard_labe
         start = labels.count(IGNORE_INDEX)
         assert all(t == IGNORE_INDEX for t in labels[:start]) and labels[start:] == ids[start:]
         assert eot not in ids[start:]  # the teacher never finished: no end-of-turn is taught
+
+
+def test_reference_answers_replace_the_teachers_turn(tokenizer):
+    """`--train_on reference`: the same prompts, the reference as the (finished) assistant turn."""
+    references = ["42", "42", "42", "32", "42"]
+    rows = dataset().add_column("reference", references)
+    supervised = with_reference_answers(rows)
+    assert supervised["completion"] == references
+    assert supervised["finish_reason"] == ["stop"] * 5
+    assert [m[-1] for m in supervised["messages"]] == [
+        {"role": "assistant", "content": r} for r in references
+    ]
+    assert [m[:-1] for m in supervised["messages"]] == [m[:-1] for m in rows["messages"]]
+    sequences = build_training_data(supervised, tokenizer, DataOptions()).dataset
+    expected = [
+        expected_sequence(tokenizer, prompt, ref, "stop")
+        for (prompt, _, _), ref in zip(ROWS, references, strict=True)
+    ]
+    assert sorted(sequences["input_ids"]) == sorted(ids for ids, _ in expected)
+
+
+def test_reference_answers_must_exist(tokenizer):
+    with pytest.raises(DataError, match="no `reference` column"):
+        with_reference_answers(dataset())
+    with pytest.raises(DataError, match=r"1 row\(s\) have no reference answer, e.g. row-3"):
+        with_reference_answers(dataset().add_column("reference", ["1", "2", "3", "", "5"]))

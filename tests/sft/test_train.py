@@ -135,6 +135,29 @@ def test_teacher_labels_train_a_fresh_student(split_hard_labels, tiny_teacher, t
     assert (output_dir / RUN_RECORD_NAME).read_text() == before
 
 
+def test_a_supervised_baseline_on_the_reference_answers_at_a_token_budget(
+    hard_label_dir, tiny_teacher, tmp_path
+):
+    """`--train_on reference --train_tokens D`: method supervised, no teacher FLOPs, D reached within 5%."""
+    rows = load_hard_labels(str(hard_label_dir))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
+    per_epoch = sum(
+        len(tokenizer(reference + "<|im_end|>", add_special_tokens=False)["input_ids"])
+        for reference in rows["reference"]
+    )  # the reference answers and their end-of-turn tokens: the supervised tokens of one epoch
+    budget = 6 * per_epoch
+    output_dir = tmp_path / "supervised"
+    run_sft(
+        sft_argv(hard_label_dir, output_dir, *FRESH, "--train_on", "reference", "--train_tokens", str(budget))
+    )
+    record = read_run_record(output_dir)
+    assert record["method"] == "supervised" and record["teacher"] is None
+    assert record["flops"]["teacher_generation"] == 0
+    assert abs(record["train_tokens"] - budget) <= 0.05 * budget
+    assert record["training"]["global_step"] == 6 * 6  # 48 rows, batch 8: 6 steps an epoch
+    assert "# distillab supervised student" in (output_dir / "README.md").read_text()
+
+
 class Killed(Exception):
     pass
 

@@ -1,4 +1,6 @@
-"""Where prompts and evaluation sets come from: tables (a local file or a Hub dataset) and reasoning-gym tasks.
+"""Where prompts and evaluation sets come from: tables (a local file or a Hub dataset), reasoning-gym tasks and
+distillab's own offline tasks: `number_words` / `number_words_test`, a number below 100 written in words, to be
+answered in digits, split once into 70 numbers to train on and 30 to evaluate on (no question in both).
 
 Shared by `generate` (prompts) and `evaluate` (reference data). Every failure is a one-line `DataError` naming
 the source; `what` says what the caller is loading ("prompt", "reference data").
@@ -63,7 +65,10 @@ def _check_utf8(content: bytes, where: str) -> None:
 def reasoning_gym_records(
     task: str, size: int, seed: int, what: str = "reasoning-gym task"
 ) -> list[dict[str, Any]]:
-    """`size` items of a reasoning-gym `task` as {question, answer} (deterministic for a seed)."""
+    """`size` items of a reasoning-gym `task` (or of an offline task of `OFFLINE_TASKS`) as {question, answer}
+    (deterministic for a seed)."""
+    if task in OFFLINE_TASKS:
+        return OFFLINE_TASKS[task](size, seed)
     import reasoning_gym
 
     try:
@@ -71,3 +76,64 @@ def reasoning_gym_records(
     except (KeyError, ValueError) as err:
         raise DataError(f"unknown {what} {task!r}: {err}") from None
     return [{"question": item["question"], "answer": str(item["answer"])} for item in items]
+
+
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def number_in_words(number: int) -> str:
+    """0 <= number < 100 in English words: 7 -> seven, 42 -> forty-two."""
+    if number < 20:
+        return ONES[number]
+    return TENS[number // 10 - 2] + (f"-{ONES[number % 10]}" if number % 10 else "")
+
+
+def number_words_split() -> tuple[list[int], list[int]]:
+    """The numbers below 100 in a fixed shuffle: (70 to train on, 30 to evaluate on)."""
+    import random
+
+    numbers = list(range(100))
+    random.Random(0).shuffle(numbers)
+    return numbers[:70], numbers[70:]
+
+
+def number_words_records(split: int, size: int, seed: int) -> list[dict[str, Any]]:
+    """`size` distinct questions of one split (0: train, 1: test), drawn with `seed`."""
+    import random
+
+    pool = number_words_split()[split]
+    name = ("number_words", "number_words_test")[split]
+    if size > len(pool):
+        raise DataError(f"{name} has {len(pool)} distinct questions; {size} asked for")
+    return [
+        {"question": f"Write the number {number_in_words(n)} in digits.", "answer": str(n)}
+        for n in random.Random(seed).sample(pool, size)
+    ]
+
+
+OFFLINE_TASKS = {
+    "number_words": lambda size, seed: number_words_records(0, size, seed),
+    "number_words_test": lambda size, seed: number_words_records(1, size, seed),
+}

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from distillab.data.sources import REASONING_GYM_PREFIX
 from distillab.errors import ConfigError
 
-LOCAL_TASKS = ("distillab_arithmetic", "distillab_arithmetic_mc")
+# The offline lm-eval tasks shipped in evaluate/tasks/ and the prompt source their documents are drawn from
+LOCAL_TASKS = {
+    "distillab_arithmetic": "basic_arithmetic",
+    "distillab_arithmetic_mc": "basic_arithmetic",
+    "distillab_number_words": "number_words_test",  # the 30 numbers no demo student trains on
+}
+DEFAULT_LM_EVAL_TASKS = ("distillab_arithmetic", "distillab_arithmetic_mc")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -90,10 +96,10 @@ class EvaluateConfig:
 
     # lm-eval
     lm_eval_tasks: list[str] = field(
-        default_factory=lambda: list(LOCAL_TASKS),
+        default_factory=lambda: list(DEFAULT_LM_EVAL_TASKS),
         metadata={
             "help": "lm-eval task names: the offline tasks shipped here (distillab_arithmetic, "
-            "distillab_arithmetic_mc), tasks under --lm_eval_include_path, or standard names (need the Hub). "
+            "distillab_arithmetic_mc, distillab_number_words), tasks under --lm_eval_include_path, or standard names (need the Hub). "
             "`none` (or an empty list in the recipe) skips lm-eval."
         },
     )
@@ -103,12 +109,10 @@ class EvaluateConfig:
     lm_eval_limit: float | None = field(
         default=None, metadata={"help": "Documents per task (>= 1: a count; < 1: a fraction)."}
     )
-    lm_eval_num_docs: int = field(
-        default=200, metadata={"help": "Documents written for the offline arithmetic tasks."}
-    )
+    lm_eval_num_docs: int = field(default=200, metadata={"help": "Documents written for each offline task."})
     lm_eval_seed: int = field(
         default=4321,
-        metadata={"help": "Seed of the offline arithmetic tasks' data (see reference_seed on seed spacing)."},
+        metadata={"help": "Seed of the offline tasks' data (see reference_seed on seed spacing)."},
     )
     lm_eval_apply_chat_template: bool = field(
         default=True, metadata={"help": "Format lm-eval prompts with each model's chat template."}

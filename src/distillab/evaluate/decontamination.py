@@ -147,9 +147,13 @@ def eval_set_texts(config) -> dict[str, list[str]]:
     heldout = load_heldout_set(config)
     if heldout is not None:
         texts["teacher_generations"] = heldout.queries
-    if any(task in LOCAL_TASKS for task in config.lm_eval_tasks):
-        docs = local_task_docs(config.lm_eval_num_docs, config.lm_eval_seed)
-        texts["lm_eval:distillab_arithmetic"] = [doc["question"] for doc in docs]
+    sources = {}  # one entry per data file, named after its first task
+    for task in config.lm_eval_tasks:
+        if task in LOCAL_TASKS:
+            sources.setdefault(LOCAL_TASKS[task], task)
+    for source, task in sources.items():
+        docs = local_task_docs(config.lm_eval_num_docs, config.lm_eval_seed, source)
+        texts[f"lm_eval:{task}"] = [doc["question"] for doc in docs]
     return texts
 
 

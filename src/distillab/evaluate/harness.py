@@ -1,9 +1,10 @@
-"""lm-eval runs: the offline arithmetic tasks shipped as YAMLs in `distillab/evaluate/tasks/`, any include path,
-and standard task names (which need the Hub), through `lm_eval.simple_evaluate` on one HFLM per model.
+"""lm-eval runs: the offline tasks shipped as YAMLs in `distillab/evaluate/tasks/` (arithmetic, number words), any
+include path, and standard task names (which need the Hub), through `lm_eval.simple_evaluate` on one HFLM per
+model.
 
 The shipped YAMLs are real lm-eval tasks (`dataset_path: json`); at run time `write_local_tasks` draws their
-documents from reasoning-gym (seeded) into `output_dir/lm_eval/tasks/arithmetic.jsonl` and writes copies of the
-YAMLs pointing at that file there: that folder is the include path, and `lm_eval --include_path` on it repeats
+documents (seeded: reasoning-gym's basic_arithmetic, distillab's number_words_test) into
+`output_dir/lm_eval/tasks/<source>.jsonl` and writes copies of the YAMLs pointing at those files there: that folder is the include path, and `lm_eval --include_path` on it repeats
 the run. Each task runs on its own, so a task that cannot load (a Hub task while offline) is recorded as an
 error and the others still run. lm-eval's own files (results_*.json, samples_*.jsonl) are kept per model.
 """
@@ -26,7 +27,6 @@ from distillab.evaluate.models import ModelSpec
 from distillab.fileio import atomic_write_text
 
 TASKS_DIR = Path(__file__).parent / "tasks"
-TASK_DATA_NAME = "arithmetic.jsonl"
 DISTRACTOR_OFFSETS = (-10, -2, -1, 1, 2, 10)
 NUM_CHOICES = 4
 
@@ -36,8 +36,8 @@ class LocalTasks:
     """The include path written for this run and the documents of its offline tasks."""
 
     include_path: Path
-    data_file: Path
-    questions: list[str] = field(default_factory=list)
+    data_files: dict[str, Path]  # task -> its documents
+    questions: dict[str, list[str]] = field(default_factory=dict)  # first task of each data file -> questions
 
 
 def multiple_choice_doc(question: str, answer: str, rng: random.Random) -> dict[str, Any]:
@@ -49,23 +49,31 @@ def multiple_choice_doc(question: str, answer: str, rng: random.Random) -> dict[
     return {"question": question, "answer": answer, "choices": choices, "label": choices.index(answer)}
 
 
-def local_task_docs(num_docs: int, seed: int) -> list[dict[str, Any]]:
-    """The documents of the offline arithmetic tasks (deterministic for a seed)."""
+def local_task_docs(num_docs: int, seed: int, source: str = "basic_arithmetic") -> list[dict[str, Any]]:
+    """The documents of an offline task drawn from `source` (`LOCAL_TASKS`), deterministic for a seed."""
     rng = random.Random(seed)
-    records = reasoning_gym_records("basic_arithmetic", num_docs, seed)
+    records = reasoning_gym_records(source, num_docs, seed)
     return [multiple_choice_doc(r["question"], r["answer"], rng) for r in records]
 
 
-def write_local_tasks(directory: Path, num_docs: int, seed: int) -> LocalTasks:
-    """Draw the arithmetic documents and write them + the task YAMLs (pointing at them) into `directory`."""
-    docs = local_task_docs(num_docs, seed)
-    data_file = (directory / TASK_DATA_NAME).resolve()
-    atomic_write_text(data_file, "".join(json.dumps(doc) + "\n" for doc in docs))
-    for task in LOCAL_TASKS:
+def write_local_tasks(directory: Path, tasks: list[str], num_docs: int, seed: int) -> LocalTasks:
+    """Draw the documents of the offline `tasks` and write them + the task YAMLs (pointing at them) into
+    `directory`: one data file per source (`<source>.jsonl`), shared by the tasks drawn from it."""
+    directory = directory.resolve()
+    local = LocalTasks(directory, {})
+    docs_of: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        source = LOCAL_TASKS[task]
+        data_file = directory / f"{source}.jsonl"
+        if source not in docs_of:
+            docs_of[source] = local_task_docs(num_docs, seed, source)
+            atomic_write_text(data_file, "".join(json.dumps(doc) + "\n" for doc in docs_of[source]))
+            local.questions[task] = [doc["question"] for doc in docs_of[source]]
         task_config = yaml.safe_load((TASKS_DIR / f"{task}.yaml").read_text())
         task_config["dataset_kwargs"]["data_files"]["test"] = str(data_file)
         atomic_write_text(directory / f"{task}.yaml", yaml.safe_dump(task_config, sort_keys=False))
-    return LocalTasks(directory.resolve(), data_file, [doc["question"] for doc in docs])
+        local.data_files[task] = data_file
+    return local
 
 
 def task_manager(include_paths: list[str], names: list[str]):

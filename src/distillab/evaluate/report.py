@@ -40,8 +40,10 @@ def render_report(results: dict[str, Any]) -> str:
     models = results["models"]
     sections = [
         _header(results),
+        _verdict_section(results["verdict"]),
+        _retention_section(results["retention"]),
         _main_table(models),
-        _token_match_text(results["matched_tokens"]),
+        token_match_text(results["matched_tokens"]),
         _lm_eval_section(models, results["eval_sets"]["lm_eval"]),
         _law_section(models, results["scaling_law"]),
         _skipped_section(models),
@@ -72,6 +74,39 @@ def _header(results: dict[str, Any]) -> str:
     )
 
 
+def _verdict_section(sentences: list[str]) -> str:
+    return "## Verdict\n\n" + " ".join(sentences)
+
+
+def retention_table(kept: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the retention table: per task, the score and its % of the teacher's."""
+    tasks = kept["tasks"]
+    header = ["model", "method", *(f"{task}: {info['metric']}" for task, info in tasks.items())]
+    header += [f"{task}: % of teacher" for task in tasks]
+    teacher_percent = [_percent(100.0 if info["teacher"] else None) for info in tasks.values()]
+    rows = [["teacher", "teacher", *(_fmt(info["teacher"]) for info in tasks.values()), *teacher_percent]]
+    for student in kept["students"]:
+        rows.append(
+            [
+                student["name"],
+                student["method"],
+                *(_fmt(student["scores"][task]) for task in tasks),
+                *(_percent(student["retained_percent"][task]) for task in tasks),
+            ]
+        )
+    return header, rows
+
+
+def _retention_section(kept: dict[str, Any]) -> str:
+    if not kept["tasks"]:
+        return ""
+    return "## What the students kept of the teacher\n\n" + markdown_table(*retention_table(kept))
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}%"
+
+
 def _flops_cells(model: dict[str, Any]) -> list[str]:
     flops = model.get("flops") or {}
     if not flops:
@@ -82,7 +117,8 @@ def _flops_cells(model: dict[str, Any]) -> list[str]:
     return [_fmt(float(flops["total"])), f"{_fmt(float(flops.get('student_train') or 0))} / {teacher_cell}"]
 
 
-def _main_table(models: list[dict[str, Any]]) -> str:
+def main_table(models: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table (one row per model)."""
     header = [
         "model",
         "method",
@@ -98,7 +134,7 @@ def _main_table(models: list[dict[str, Any]]) -> str:
     ]
     rows = [
         [
-            f"**{m['name']}**",
+            m["name"],
             m["method"],
             _fmt(m.get("params_non_embedding")),
             _fmt(m.get("train_tokens")),
@@ -111,10 +147,16 @@ def _main_table(models: list[dict[str, Any]]) -> str:
         ]
         for m in models
     ]
+    return header, rows
+
+
+def _main_table(models: list[dict[str, Any]]) -> str:
+    header, rows = main_table(models)
+    rows = [[f"**{name}**", *cells] for name, *cells in rows]
     return "## Hard vs soft vs supervised\n\n" + markdown_table(header, rows)
 
 
-def _token_match_text(match: dict[str, Any]) -> str:
+def token_match_text(match: dict[str, Any]) -> str:
     if match["matched"] is None:
         return ""
     budgets = ", ".join(f"{name} {tokens:,}" for name, tokens in match["train_tokens"].items())
@@ -265,9 +307,8 @@ def _eval_sets_section(eval_sets: dict[str, Any]) -> str:
             lines.append(
                 f"- {name}: `{data['source']}`, {data['rows']} rows ({data['selection']}, {data['kind']}) → `{data['path']}`"
             )
-    lm_eval = eval_sets["lm_eval"]
-    if lm_eval.get("data_file"):
-        lines.append(f"- offline lm-eval tasks: `{lm_eval['data_file']}`")
+    for task, path in eval_sets["lm_eval"].get("data_files", {}).items():
+        lines.append(f"- offline lm-eval task {task}: `{path}`")
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ logits are recomputed per student: nothing of vocabulary size is cached); then l
 Output, in `output_dir`:
 
     results.json            one entry per model + the eval sets, decontamination and law settings used
-    report.md               the comparison tables (hard vs soft vs supervised, law, lm-eval, decontamination)
+    report.md               a verdict, then the comparison tables (retention of the teacher's lm-eval scores,
+                            hard vs soft vs supervised, law, lm-eval, decontamination)
+    report.html             the same as one self-contained page (plots embedded)
     plots/*.png             one chart per metric, CE vs FLOPs, predicted vs measured
     eval_sets/*.jsonl       the reference and held-out rows actually scored
     lm_eval/tasks/          the offline task YAMLs + their data (an lm-eval include path)
@@ -25,6 +27,7 @@ from typing import Any
 
 from distillab import __version__
 from distillab.configs import save_resolved_config
+from distillab.data.hardlabels import read_metadata
 from distillab.data.tokenizers import tokenizer_fingerprint
 from distillab.devices import resolve_device
 from distillab.evaluate import decontamination, harness, law, plots
@@ -38,9 +41,11 @@ from distillab.evaluate.evalsets import (
     load_reference_set,
     save_eval_set,
 )
+from distillab.evaluate.html import render_html
 from distillab.evaluate.models import ModelSpec, load_model, load_tokenizer, resolve_models
 from distillab.evaluate.report import METRIC_LABELS, lm_eval_columns, render_report, token_match
 from distillab.evaluate.scoring import score
+from distillab.evaluate.verdict import retention, verdict
 from distillab.fileio import atomic_write_json, atomic_write_text, check_output_dir, utc_timestamp
 from distillab.scaling import load_coefficients
 from distillab.scaling.flops import non_embedding_params
@@ -104,18 +109,25 @@ def evaluate(config: EvaluateConfig) -> Path:
         "decontamination": _decontamination(config, specs, eval_sets, local_tasks),
         "matched_tokens": token_match(entries),
         "models": entries,
+        "retention": retention(entries),
     }
+    results["verdict"] = verdict(results)
     write_outputs(results, output_dir)
     return output_dir
 
 
 def write_outputs(results: dict[str, Any], output_dir: Path) -> None:
-    """plots/*.png, then results.json and report.md (atomically)."""
+    """plots/*.png, then results.json, report.md and report.html (atomically)."""
     charts = write_plots(results["models"], output_dir / "plots")
     results["plots"] = [str(path.relative_to(output_dir)) for path in charts]
     atomic_write_json(output_dir / "results.json", results)
     atomic_write_text(output_dir / "report.md", render_report(results))
-    print(f"evaluate: wrote {output_dir / 'results.json'} and {output_dir / 'report.md'}", flush=True)
+    atomic_write_text(output_dir / "report.html", render_html(results, output_dir))
+    print(
+        f"evaluate: wrote {output_dir / 'results.json'}, {output_dir / 'report.md'} and "
+        f"{output_dir / 'report.html'}",
+        flush=True,
+    )
 
 
 def measure_models(
@@ -227,8 +239,20 @@ def _describe(spec: ModelSpec, model, fingerprint: str) -> dict[str, Any]:
         "flops": run.get("flops"),
         "tokenizer_fingerprint": fingerprint,
         "trained_on": (run.get("dataset") or {}).get("source"),
+        "soft_label_bytes": _soft_label_bytes(run),
         "skipped": {},
     }
+
+
+def _soft_label_bytes(run: dict[str, Any]) -> int | None:
+    """The on-disk bytes of the soft labels a KD student trained on (its dataset's metadata), when known."""
+    source = (run.get("dataset") or {}).get("source")
+    if run.get("method") != "kd" or not source or not Path(source).is_dir():
+        return None
+    soft = (read_metadata(source) or {}).get("soft_labels") or {}
+    if soft.get("bytes_per_token") is None or soft.get("scored_tokens") is None:
+        return None
+    return round(soft["bytes_per_token"] * soft["scored_tokens"])
 
 
 def _pad_id(tokenizer) -> int:
@@ -244,9 +268,10 @@ def _prepare_lm_eval(config: EvaluateConfig, directory: Path):
         return None, None
     include_paths = list(config.lm_eval_include_path)
     local_tasks = None
-    if any(task in LOCAL_TASKS for task in config.lm_eval_tasks):
+    local_names = [task for task in config.lm_eval_tasks if task in LOCAL_TASKS]
+    if local_names:
         local_tasks = harness.write_local_tasks(
-            directory / "tasks", config.lm_eval_num_docs, config.lm_eval_seed
+            directory / "tasks", local_names, config.lm_eval_num_docs, config.lm_eval_seed
         )
         include_paths.append(str(local_tasks.include_path))
     return local_tasks, harness.task_manager(include_paths, config.lm_eval_tasks)
@@ -256,7 +281,9 @@ def _lm_eval_settings(config: EvaluateConfig, local_tasks, directory: Path) -> d
     return {
         "tasks": config.lm_eval_tasks,
         "include_path": str(local_tasks.include_path) if local_tasks else config.lm_eval_include_path,
-        "data_file": str(local_tasks.data_file) if local_tasks else None,
+        "data_files": {task: str(path) for task, path in local_tasks.data_files.items()}
+        if local_tasks
+        else {},
         "limit": config.lm_eval_limit_value,
         "apply_chat_template": config.lm_eval_apply_chat_template,
         "output_dir": str(directory),
@@ -274,7 +301,8 @@ def _decontamination(
     index = decontamination.NgramIndex(texts, config.decontamination_ngram)
     sets = {s.name: decontamination.overlap_report(index, s.queries) for s in eval_sets}
     if local_tasks is not None:
-        sets["lm_eval:distillab_arithmetic"] = decontamination.overlap_report(index, local_tasks.questions)
+        for task, questions in local_tasks.questions.items():
+            sets[f"lm_eval:{task}"] = decontamination.overlap_report(index, questions)
     not_checked = {
         f"lm_eval:{task}": "documents of a non-local task are not read"
         for task in config.lm_eval_tasks

@@ -126,7 +126,8 @@ class GenerateConfig(ScaleOutConfig):
         default=None,
         metadata={
             "help": "Built-in offline prompts: a reasoning-gym task name (e.g. basic_arithmetic, "
-            "gsm_symbolic, chain_sum). Mutually exclusive with --dataset."
+            "gsm_symbolic, chain_sum) or number_words[_test] (distillab's: a number in words -> digits). Mutually "
+            "exclusive with --dataset."
         },
     )
     num_prompts: int | None = field(

@@ -54,6 +54,10 @@ class DistillabKDConfig(DistillabSFTConfig, KDLossConfig):
             raise ConfigError(
                 "--soft_labels_k applies to --teacher_mode offline (the online teacher gives every logit)"
             )
+        if self.train_on != "completion":
+            raise ConfigError(
+                "--train_on reference is sft's supervised baseline: kd learns the teacher's turn"
+            )
         if self.soft_labels_k is not None and self.soft_labels_k < 1:
             raise ConfigError(f"--soft_labels_k must be >= 1, got {self.soft_labels_k}")
         if self.teacher_mode == "offline" and self.divergence == "reverse_kl" and self.tail == "renormalize":

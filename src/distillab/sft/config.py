@@ -83,6 +83,22 @@ class DistillabSFTConfig(SFTConfig):
         },
     )
 
+    train_on: str = field(
+        default="completion",
+        metadata={
+            "help": "completion: the teacher's turn (hard-label distillation, method sft); reference: the "
+            "dataset's `reference` answers on the same prompts (a supervised baseline, method supervised).",
+            "choices": ["completion", "reference"],
+        },
+    )
+    train_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train on about this many supervised tokens D (to within one step), whatever the dataset "
+            "size: the number of steps follows from the tokens of one epoch (students at matched D)."
+        },
+    )
+
     # Student
     student_kind: str = field(
         default="pretrained",
@@ -189,6 +205,10 @@ class DistillabSFTConfig(SFTConfig):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {value}")
+        if self.train_on not in ("completion", "reference"):
+            raise ConfigError(f"--train_on must be completion or reference, got {self.train_on!r}")
+        if self.train_tokens is not None and self.train_tokens < 1:
+            raise ConfigError(f"--train_tokens must be >= 1, got {self.train_tokens}")
         if self.prune_keep_first < 0 or self.prune_keep_last < 0:
             raise ConfigError("--prune_keep_first and --prune_keep_last must be >= 0")
         if self.completion_only_loss is False or self.assistant_only_loss:

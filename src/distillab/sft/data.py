@@ -129,6 +129,26 @@ def build_training_data(
     return TrainingData(fit_to_length(rows, options, report, token_columns), report)
 
 
+def with_reference_answers(hard_labels):
+    """The rows with the dataset's `reference` answer as the assistant turn (finished): a supervised baseline
+    on the teacher's prompts. A `DataError` names a dataset without references or a row without one."""
+    if "reference" not in hard_labels.column_names:
+        raise DataError("--train_on reference: the dataset has no `reference` column (reference answers)")
+    missing = [
+        row_id for row_id, ref in zip(hard_labels["id"], hard_labels["reference"], strict=True) if not ref
+    ]
+    if missing:
+        raise DataError(
+            f"--train_on reference: {len(missing)} row(s) have no reference answer, e.g. {missing[0]}"
+        )
+
+    def answer_with_reference(row):
+        messages = [*row["messages"][:-1], {"role": "assistant", "content": row["reference"]}]
+        return {"messages": messages, "completion": row["reference"], "finish_reason": "stop"}
+
+    return hard_labels.map(answer_with_reference, desc="Reference answers")
+
+
 def tokenize_hard_labels(hard_labels, tokenizer, end_of_turn_id: int, num_proc: int | None = None):
     """Rows -> id, input_ids, labels, truncated (bool); a `DataError` names rows the template cannot handle."""
     rows = hard_labels.map(

@@ -35,8 +35,8 @@ from distillab.fileio import atomic_directory, check_output_dir, read_json
 from distillab.modelfiles import check_model_files
 from distillab.sft import students
 from distillab.sft.config import DistillabSFTConfig
-from distillab.sft.data import DataOptions, TrainingData, build_training_data
-from distillab.sft.trainer import DistillabSFTTrainer
+from distillab.sft.data import DataOptions, TrainingData, build_training_data, with_reference_answers
+from distillab.sft.trainer import DistillabSFTTrainer, SupervisedSFTTrainer
 
 INIT_DIR = "student_init"
 ADAPTER_DIR = "adapter"
@@ -53,12 +53,14 @@ class StudentInputs:
 
 
 def train_student(config: DistillabSFTConfig, callbacks: Sequence[Any] = ()) -> Path:
-    """Run (or resume, or skip when complete) an SFT job; returns the run folder."""
-    if run_is_complete(config, DistillabSFTTrainer.method):
+    """Run (or resume, or skip when complete) an SFT job (supervised with `--train_on reference`); returns the
+    run folder."""
+    trainer_class = SupervisedSFTTrainer if config.train_on == "reference" else DistillabSFTTrainer
+    if run_is_complete(config, trainer_class.method):
         return Path(config.output_dir)
     inputs = load_student_inputs(config)
     data = prepare_training_data(config, inputs)
-    return run_training(config, inputs, data, DistillabSFTTrainer, callbacks=callbacks)
+    return run_training(config, inputs, data, trainer_class, callbacks=callbacks)
 
 
 def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
@@ -84,9 +86,11 @@ def run_is_complete(config: DistillabSFTConfig, method: str) -> bool:
 
 
 def load_student_inputs(config: DistillabSFTConfig) -> StudentInputs:
-    """The hard labels, their metadata, and the student's source and tokenizer (checks the chat template, and
-    the source's weights unless the student is fresh)."""
+    """The hard labels (their reference answers with `--train_on reference`), their metadata, and the student's
+    source and tokenizer (checks the chat template, and the source's weights unless the student is fresh)."""
     hard_labels = load_hard_labels(config.dataset_name, split=config.dataset_split)
+    if config.train_on == "reference":
+        hard_labels = with_reference_answers(hard_labels)
     metadata = dataset_metadata(config.dataset_name)
     source = students.student_source(config, metadata)
     tokenizer = students.load_student_tokenizer(
@@ -132,6 +136,9 @@ def run_training(
     _say(config, method, f"data: {data.report.summary()}")
     output_dir = Path(config.output_dir)
     _prepare_output_dir(config, output_dir, method)
+    if config.train_tokens:  # after the run is marked started: its fingerprint is the one of the command
+        config.max_steps = steps_for_tokens(config, data)
+        _say(config, method, f"{config.max_steps} steps for about {config.train_tokens:,} supervised tokens")
     model_path = _student_weights(config, inputs.source, inputs.tokenizer, output_dir)
     model = students.load_student(
         model_path, config, revision=config.model_revision if model_path == inputs.source else None
@@ -157,6 +164,14 @@ def run_training(
         _say(config, method, f"wrote the student run folder {output_dir}")
     config.distributed_state.wait_for_everyone()
     return output_dir
+
+
+def steps_for_tokens(config: DistillabSFTConfig, data: TrainingData) -> int:
+    """The optimizer steps that train on about `config.train_tokens` supervised tokens: an epoch has
+    ceil(sequences / global batch) steps and `data.report.supervised_tokens` tokens."""
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.world_size
+    steps_per_epoch = -(-data.report.sequences // batch)
+    return max(1, round(config.train_tokens / data.report.supervised_tokens * steps_per_epoch))
 
 
 def dataset_metadata(source: str) -> dict[str, Any] | None:
@@ -253,7 +268,7 @@ def _student_run(
         dataset=config.dataset_name,
         dataset_metadata=inputs.metadata,
         tokenizer_fingerprint=tokenizer_fingerprint(trainer.processing_class),
-        generation=_generation(inputs),
+        generation=None if config.train_on == "reference" else _generation(inputs),
         training={
             "global_step": state.global_step,
             "epochs": state.epoch,

@@ -71,3 +71,9 @@ class DistillabSFTTrainer(SFTTrainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         self.token_counter.count(self.accelerator, inputs)
         return super().training_step(model, inputs, num_items_in_batch)
+
+
+class SupervisedSFTTrainer(DistillabSFTTrainer):
+    """SFT on reference answers (`--train_on reference`): the supervised baseline, recorded as such."""
+
+    method = "supervised"
