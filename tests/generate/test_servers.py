@@ -104,6 +104,8 @@ def server_args(tmp_path, tiny_teacher, urls: list[str], *extra: str) -> list[st
         str(MAX_NEW_TOKENS),
         "--retry_backoff_s",
         "0.05",
+        "--request_timeout_s",  # a request lost on a loaded machine is retried, not waited on for 10 minutes
+        "30",
         "--output_dir",
         str(tmp_path / "out"),
         *extra,
