@@ -17,23 +17,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from bench.harness import CACHE, alternate, bench_parser, hand_back, measure, print_table
+from bench.harness import alternate, bench_parser, hand_back, measure, print_table, tiny_teacher
 
 SIDES = ("1-replica", "2-replicas")
-
-
-def tiny_teacher() -> Path:
-    """The tests' byte-level BPE tokenizer and a ~10M-parameter Llama, built once."""
-    from distillab import tiny
-
-    cache = CACHE / "bench-scale"
-    teacher = cache / "teacher-10m"
-    if not (teacher / "config.json").is_file():
-        tiny.build_tokenizer(cache / "tokenizer")
-        tiny.build_llama(teacher, cache / "tokenizer", "tiny-10m")
-    return teacher
 
 
 def run_side(side: str, model: str, ray_address: str, n: int, max_new_tokens: int, batch_size: int) -> dict:

@@ -90,6 +90,18 @@ def training_clock():
     return TrainingClock()
 
 
+def tiny_teacher() -> Path:
+    """The tests' byte-level BPE tokenizer and a ~10M-parameter Llama (random weights), built once."""
+    from distillab import tiny
+
+    cache = CACHE / "bench-scale"
+    teacher = cache / "teacher-10m"
+    if not (teacher / "config.json").is_file():
+        tiny.build_tokenizer(cache / "tokenizer")
+        tiny.build_llama(teacher, cache / "tokenizer", "tiny-10m")
+    return teacher
+
+
 def tiny_training_assets() -> tuple[Path, Path]:
     """(hard-label dataset, student folder), built once under .cache/bench-sft: the tests' byte-level BPE
     tokenizer, a ~1M-parameter teacher's greedy hard labels on 256 arithmetic prompts (64 new tokens), and a

@@ -1,4 +1,5 @@
-"""The small shared helpers every stage uses: `auto` device/dtype, markdown tables, UTC timestamps."""
+"""The small shared helpers every stage uses: `auto` device/dtype, vLLM resources, markdown tables, UTC
+timestamps."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from distillab import devices
 from distillab.fileio import utc_timestamp
 from distillab.markdown import markdown_table
+
+GIB = 1024**3
 
 
 @pytest.mark.parametrize("cuda, expected", [(True, "cuda"), (False, "cpu")])
@@ -33,6 +36,21 @@ def test_auto_device_is_the_gpu_when_one_is_visible(monkeypatch, cuda, expected)
 )
 def test_auto_dtype_is_float32_on_cpu_only(dtype, device, expected):
     assert devices.resolve_dtype(dtype, device) == expected
+
+
+@pytest.mark.parametrize(
+    "device, dtype, kv_cache_gib, gpu_memory_utilization, expected",
+    [
+        ("cpu", "auto", None, 0.9, {"dtype": "float32", "kv_cache_memory_bytes": 2 * GIB}),
+        ("cpu", "bfloat16", 0.5, None, {"dtype": "bfloat16", "kv_cache_memory_bytes": GIB // 2}),
+        ("cuda", "auto", None, 0.9, {"dtype": "auto", "gpu_memory_utilization": 0.9}),
+        ("cuda", "auto", None, None, {"dtype": "auto"}),  # the scorer leaves vLLM's own default
+        ("cuda", "float16", 4.0, 0.9, {"dtype": "float16", "kv_cache_memory_bytes": 4 * GIB}),
+    ],
+)
+def test_vllm_resources(monkeypatch, device, dtype, kv_cache_gib, gpu_memory_utilization, expected):
+    monkeypatch.setattr(devices, "resolve_device", lambda: device)
+    assert devices.vllm_resources(dtype, kv_cache_gib, gpu_memory_utilization) == expected
 
 
 def test_markdown_table():

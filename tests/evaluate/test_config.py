@@ -47,8 +47,24 @@ def test_a_fractional_limit_stays_a_fraction():
             "give both --reference_prompt_column and --reference_answer_column",
         ),
         ({"dtype": "int8"}, "--dtype must be one of"),
+        ({"lm_eval_backend": "tgi"}, "--lm_eval_backend must be one of hf, vllm, got 'tgi'"),
+        ({"data_parallel_size": 0}, "--data_parallel_size must be >= 1"),
     ],
 )
 def test_invalid_values_are_config_errors(fields, message):
     with pytest.raises(ConfigError, match=message):
         EvaluateConfig(**{"teacher": "t", **fields})
+
+
+def test_the_vllm_backend_needs_vllm_only_when_lm_eval_runs(monkeypatch):
+    import importlib.util
+
+    from distillab.errors import EngineError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "vllm" else find_spec(name))
+    with pytest.raises(
+        EngineError, match=r"--lm_eval_backend vllm needs vLLM: pip install 'distillab\[gpu\]'"
+    ):
+        EvaluateConfig(teacher="t", lm_eval_backend="vllm")
+    assert EvaluateConfig(teacher="t", lm_eval_backend="vllm", lm_eval_tasks=[]).lm_eval_tasks == []

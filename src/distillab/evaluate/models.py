@@ -30,6 +30,11 @@ class ModelSpec:
         return self.base is not None
 
     @property
+    def adapter_rank(self) -> int:
+        """A LoRA adapter's rank `r` (its adapter_config.json)."""
+        return read_json(Path(self.path) / ADAPTER_CONFIG)["r"]
+
+    @property
     def tokenizer_source(self) -> str:
         """The adapter folder when it carries a tokenizer (trainers save one there), else the base model."""
         if self.base is None or any((Path(self.path) / name).is_file() for name in TOKENIZER_FILES):

@@ -20,12 +20,9 @@ from distilabel.models.llms.base import LLM, AsyncLLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import PrivateAttr
 
-from distillab.devices import resolve_device, resolve_dtype
-from distillab.errors import EngineError
+from distillab.devices import require_vllm, resolve_device, resolve_dtype, vllm_resources
+from distillab.errors import first_line
 from distillab.generate.servers import ServerFailure, ServerPool
-
-# vLLM on CPU: gpu_memory_utilization would mean "fraction of host RAM", so the KV cache gets a fixed size.
-CPU_KV_CACHE_GIB = 2.0
 
 if TYPE_CHECKING:
     from distilabel.typing import FormattedInput, GenerateOutput
@@ -55,30 +52,6 @@ def generation_kwargs(config: GenerateConfig) -> dict[str, Any]:
     if not config.greedy:
         kwargs["seed"] = config.seed
     return kwargs
-
-
-def vllm_resources(
-    dtype: str, kv_cache_gib: float | None, gpu_memory_utilization: float | None = None
-) -> dict[str, Any]:
-    """vLLM's dtype and memory arguments. With no GPU visible (vLLM's CPU backend): `auto` dtype is fp32 and the
-    KV cache is `CPU_KV_CACHE_GIB` unless `kv_cache_gib` says otherwise."""
-    device = resolve_device()
-    kv_cache_gib = kv_cache_gib or (CPU_KV_CACHE_GIB if device == "cpu" else None)
-    resources: dict[str, Any] = {"dtype": resolve_dtype(dtype, device)}
-    if kv_cache_gib:
-        resources["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
-    elif gpu_memory_utilization is not None:
-        resources["gpu_memory_utilization"] = gpu_memory_utilization
-    return resources
-
-
-def require_vllm() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        raise EngineError(
-            "--engine vllm needs vLLM: pip install 'distillab[gpu]' (GPU) or 'distillab[cpu]' (CPU)"
-        )
 
 
 class TransformersTeacher(LLM):
@@ -191,7 +164,7 @@ class VLLMTeacher(vLLM):
 
     @classmethod
     def from_config(cls, config: GenerateConfig) -> VLLMTeacher:
-        require_vllm()
+        require_vllm("--engine vllm")
         resources = vllm_resources(config.dtype, config.kv_cache_gib, config.gpu_memory_utilization)
         extra = {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": config.enforce_eager}
         if config.max_model_len:
@@ -257,7 +230,8 @@ class VLLMTeacher(vLLM):
 
 class ServerTeacher(AsyncLLM):
     """vLLM/OpenAI-compatible chat servers (one or many, see generate/servers.py); a row whose request fails on
-    every try gets no generation, so the run stays incomplete and a rerun retries it."""
+    every try gets no generation and the failure as its `error` statistic, so the run records it as failed,
+    stays incomplete, and a rerun retries it."""
 
     model: str
     base_urls: list[str]
@@ -326,7 +300,9 @@ class ServerTeacher(AsyncLLM):
             completion = await self._pool.run(send)
         except ServerFailure as err:
             self._logger.warning(f"a request failed, its row is left for a rerun: {err}")  # type: ignore[attr-defined]
-            return prepare_output([None] * num_generations, input_tokens=[0], output_tokens=[0])
+            failed = prepare_output([None] * num_generations, input_tokens=[0], output_tokens=[0])
+            failed["statistics"]["error"] = [first_line(err)]  # recorded with the row (pipeline.ShardWriter)
+            return failed
         usage = completion.usage
         out = prepare_output(
             [choice.message.content for choice in completion.choices],

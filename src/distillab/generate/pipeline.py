@@ -38,10 +38,8 @@ from distillab.interrupts import Interrupted
 TEACHER_STEP = "teacher"
 
 
-def contract_row(item: dict[str, Any]) -> dict[str, Any] | None:
-    """A TextGeneration output row -> a hard-label row; None when the engine failed on it."""
-    if item.get("generation") is None:
-        return None
+def contract_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A TextGeneration output row with a generation -> a hard-label row."""
     meta = item["distilabel_metadata"]
     stats = meta[f"statistics_{TEACHER_STEP}"]
     return {
@@ -61,8 +59,16 @@ def contract_row(item: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def failure_reason(item: dict[str, Any]) -> str:
+    """Why a TextGeneration output row has no generation: the engine's `error` statistic (a server request that
+    failed on every try), else the step's failure on the whole batch."""
+    stats = (item.get("distilabel_metadata") or {}).get(f"statistics_{TEACHER_STEP}") or {}
+    return stats.get("error") or "the teacher step failed on this batch (see the warnings above)"
+
+
 class ShardWriter(Step):
-    """Writes each finished batch as one atomic parquet shard, so a killed run loses at most a batch."""
+    """Writes each finished batch as one atomic parquet shard, so a killed run loses at most a batch; rows the
+    engine gave up on are recorded as failures beside it."""
 
     output_dir: str
     total: int = 0
@@ -78,8 +84,11 @@ class ShardWriter(Step):
         return []
 
     def process(self, inputs: StepInput):  # type: ignore[override]
-        rows = [row for row in map(contract_row, inputs) if row is not None]
-        ShardStore(self.output_dir).write(rows)
+        store = ShardStore(self.output_dir)
+        store.write([contract_row(item) for item in inputs if item.get("generation") is not None])
+        store.write_failures(
+            {item["id"]: failure_reason(item) for item in inputs if item.get("generation") is None}
+        )
         # The bar starts with the first batch: a teacher that fails to load leaves none behind the error line.
         if self._progress is None:
             from tqdm.auto import tqdm

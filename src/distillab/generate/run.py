@@ -11,6 +11,7 @@ from distillab import __version__
 from distillab.configs import must_start_over, save_resolved_config
 from distillab.data.cards import render_hard_label_card
 from distillab.data.hardlabels import (
+    METADATA_NAME,
     ShardStore,
     push_to_hub,
     read_metadata,
@@ -60,6 +61,7 @@ def generate(config: GenerateConfig) -> Path:
     write_metadata(output_dir, _metadata(config, prompts, tokenizer, rows=None, shard=shard))
     save_resolved_config(config, output_dir)
     store = ShardStore(output_dir)
+    store.clear_failures()  # this run retries them
     done = store.done_ids()
     todo = [r for r in prompts.requests if r["id"] not in done]
     print(
@@ -70,7 +72,11 @@ def generate(config: GenerateConfig) -> Path:
 
         run_pipeline(config, todo)
 
-    rows = _collect_rows(store, prompts)
+    by_id = store.rows()
+    missing = [r for r in prompts.requests if r["id"] not in by_id]
+    if missing:
+        _record_failed(config, output_dir, prompts, tokenizer, shard, missing, store.failures())
+    rows = [by_id[r["id"]] for r in prompts.requests]
     write_dataset(output_dir, rows)
     metadata = _metadata(config, prompts, tokenizer, rows=rows, shard=shard)
     write_card(output_dir, render_hard_label_card(metadata))
@@ -109,15 +115,32 @@ def load_teacher_tokenizer(config: GenerateConfig):
     return tokenizer, context
 
 
-def _collect_rows(store: ShardStore, prompts: PromptSet) -> list[dict[str, Any]]:
-    by_id = store.rows()
-    missing = [r for r in prompts.requests if r["id"] not in by_id]
-    if missing:
-        raise DataError(
-            f"the engine returned no generation for {len(missing)} request(s) (first: prompt row "
-            f"{missing[0]['row']}); re-run the same command to retry only those"
-        )
-    return [by_id[r["id"]] for r in prompts.requests]
+def _record_failed(
+    config: GenerateConfig,
+    output_dir: Path,
+    prompts: PromptSet,
+    tokenizer,
+    shard: dict[str, Any] | None,
+    missing: list[dict[str, Any]],
+    reasons: dict[str, str],
+) -> None:
+    """List the requests that got no generation under `failed` in distillab.json (still incomplete), then
+    stop with a one-line DataError."""
+    failed = [
+        {
+            "id": r["id"],
+            "prompt_row": r["row"],
+            "generation_index": r["generation_index"],
+            "reason": reasons.get(r["id"], "no generation returned"),
+        }
+        for r in missing
+    ]
+    write_metadata(output_dir, {**_metadata(config, prompts, tokenizer, None, shard), "failed": failed})
+    raise DataError(
+        f"the engine returned no generation for {len(failed)} request(s) (first: prompt row "
+        f'{failed[0]["prompt_row"]}: {failed[0]["reason"]}); they are listed under "failed" in '
+        f"{output_dir / METADATA_NAME}; re-run the same command to retry only those"
+    )
 
 
 def _metadata(

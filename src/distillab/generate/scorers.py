@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distillab.devices import resolve_device, resolve_dtype
+from distillab.devices import require_vllm, resolve_device, resolve_dtype, vllm_resources
 from distillab.errors import ConfigError
-from distillab.generate.engines import require_vllm, vllm_resources
 from distillab.modelfiles import check_model_files, load_causal_lm
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ class VLLMScorer:
 
     @classmethod
     def from_config(cls, config: LabelConfig, model: str) -> VLLMScorer:
-        require_vllm()
+        require_vllm("--engine vllm")
         check_model_files(model)
         return cls(
             model,

@@ -2,8 +2,9 @@
 
 A request goes to the server with the fewest requests in flight (at most `max_in_flight` each). A transient
 failure (HTTP 5xx or 429, a timeout, a refused or dropped connection) is retried after an exponential backoff,
-on another server when there is one. A request that still fails raises `ServerFailure`; the teacher then
-records its row as failed (no generation), so the run ends incomplete and a rerun retries exactly those rows.
+on another server when there is one. A request that still fails raises `ServerFailure`; its row is then
+recorded as failed (id and reason under `failed` in distillab.json), the run ends incomplete with a one-line
+error, and a rerun retries exactly the rows still missing.
 """
 
 from __future__ import annotations
