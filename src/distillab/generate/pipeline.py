@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from distillab.generate.registry import ENGINES
 from distillab.interrupts import Interrupted
 
 TEACHER_STEP = "teacher"
+TEARDOWN_GRACE_S = 30.0  # after distilabel's SIGTERM to its step workers, SIGKILL for those still alive
 
 
 def contract_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +119,26 @@ class StoppablePipeline(Pipeline):
 
         signal.signal(signal.SIGTERM, stop)
         return signal.signal(signal.SIGINT, stop)
+
+    def _teardown(self) -> None:
+        """distilabel's teardown SIGTERMs the step workers and joins them; a worker that survives SIGTERM (a
+        handler a step's library installed in it, e.g. vLLM's) hung the run there after every row was written.
+        Workers still alive TEARDOWN_GRACE_S later get SIGKILL: all they had is in the shards by then."""
+        workers = list(getattr(self._pool, "_pool", None) or [])
+        finished = threading.Event()
+
+        def kill_survivors() -> None:
+            if not finished.wait(TEARDOWN_GRACE_S):
+                for worker in workers:
+                    if worker.is_alive():
+                        worker.kill()
+
+        watchdog = threading.Thread(target=kill_survivors, name="teardown-watchdog", daemon=True)
+        watchdog.start()
+        try:
+            super()._teardown()
+        finally:
+            finished.set()
 
 
 def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> BasePipeline:
