@@ -186,8 +186,8 @@ def with_metadata(source, directory, edit):
 
 METADATA_EDITS = {
     "format from the future": (
-        lambda soft: soft["format"].update(version=3),
-        "corrupt soft_labels format (format version 3 is not one this distillab reads (1, 2))",
+        lambda soft: soft["format"].update(version=4),
+        "corrupt soft_labels format (format version 4 is not one this distillab reads (1, 2, 3))",
     ),
     "ids wider than declared": (
         lambda soft: soft["format"].update(ids={"encoding": "bitpacked", "bits": 17}),
@@ -196,7 +196,19 @@ METADATA_EDITS = {
     "no k": (lambda soft: soft.pop("k"), "corrupt soft_labels format (missing 'k')"),
     "log-probs declared float16": (
         lambda soft: soft["format"].update(logprobs={"name": "float16"}),
-        "column topk_logprobs is list<element: list<element: uint8>>, but distillab.json declares format 2",
+        "corrupt soft_labels format (format 3 codes q8 log-probs, not 'float16')",
+    ),
+    "frequency table missing": (
+        lambda soft: soft["format"]["coder"]["tables"].pop("ids"),
+        "corrupt soft_labels format (missing 'ids')",
+    ),
+    "frequency table garbled": (
+        lambda soft: soft["format"]["coder"]["tables"]["ids"].update(counts="eJwLAAAAAAE="),
+        "corrupt soft_labels format (a frequency table that does not decompress",
+    ),
+    "format 2 declared for coded rows": (
+        lambda soft: soft.update(format={**soft["format"], "version": 2, "ids": {"encoding": "uint16"}}),
+        "column topk_ids is None, but distillab.json declares format 2",
     ),
 }
 

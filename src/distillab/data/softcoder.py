@@ -3,6 +3,7 @@
 A row's stored top-k (positions j = 0 .. len(input_ids) - completion_start - 1) is split into streams, decoded
 in this order:
 
+    positions    1                      how many positions the row stores (uniform, POSITION_BITS: a check)
     slots        [positions]            slots stored per position (adaptive k; one symbol at a fixed k)
     first_ids    [positions]            slot 0's id, NEXT where it is the sequence's next token (a greedy position)
     ids          [slots - positions]    the other slots' ids, in rank order (NEXT as above)
@@ -10,6 +11,7 @@ in this order:
     deltas_R     slots of rank r in [R, next R): code(r) - code(r - 1), >= 0 when the slots are sorted
     tail_high    [positions]            the float32 log tail's bits above the low TAIL_LOW_BITS
     tail_low     [positions]            its low TAIL_LOW_BITS bits (uniform: no table)
+    checksum     1                      CRC-32 of the decoded ids, codes and tails, low CHECKSUM_BITS (uniform)
 
 Every stream but tail_low has a frequency table fitted to the whole dataset (`SoftLabelCoder.fit`), stored in
 distillab.json, and is entropy-coded with it (constriction's rANS coder, a categorical model per table); a row
@@ -35,6 +37,8 @@ DELTA_RANKS = (1, 4, 16)  # the code deltas of ranks [1, 4), [4, 16), [16, k) ha
 DELTAS = tuple(f"deltas_{rank}" for rank in DELTA_RANKS)
 STREAMS = ("slots", "first_ids", "ids", "first_codes", *DELTAS, "tail_high")  # the streams with a table
 TAIL_LOW_BITS = 20
+POSITION_BITS = 24
+CHECKSUM_BITS = 16  # a row decoded with another dataset's tables (or corrupted) fails it, but for 1 in 65,536
 LIBRARY = "constriction 0.5 AnsCoder (32-bit words), Categorical(perfect=False) from the counts"
 
 
@@ -122,7 +126,19 @@ def row_streams(
     bits = np.asarray(log_tail, dtype="<f4").view("<u4").astype(np.int64)
     streams["tail_high"] = bits >> TAIL_LOW_BITS
     streams["tail_low"] = bits & (2**TAIL_LOW_BITS - 1)
+    streams["checksum"] = np.array([_checksum(ids[kept], codes[kept], log_tail)])
     return streams
+
+
+def _checksum(ids: np.ndarray, codes: np.ndarray, log_tail: np.ndarray) -> int:
+    crc = 0
+    for values in (
+        np.asarray(ids, dtype="<i8"),
+        np.asarray(codes, dtype="<i8"),
+        np.asarray(log_tail, dtype="<f4"),
+    ):
+        crc = zlib.crc32(values.tobytes(), crc)
+    return crc % 2**CHECKSUM_BITS
 
 
 def _rank_bands(width: int) -> list[np.ndarray]:
@@ -148,10 +164,13 @@ class SoftLabelCoder:
         import constriction
 
         coder = constriction.stream.stack.AnsCoder()
-        if len(streams["tail_low"]):
-            coder.encode_reverse(streams["tail_low"].astype(np.int32), _uniform_low_bits())
+        positions = len(streams["first_ids"])
+        coder.encode_reverse(streams["checksum"].astype(np.int32), _uniform(CHECKSUM_BITS))
+        if positions:
+            coder.encode_reverse(streams["tail_low"].astype(np.int32), _uniform(TAIL_LOW_BITS))
         for name in reversed(STREAMS):
             self.tables[name].encode(coder, streams[name])
+        coder.encode_reverse(np.array([positions], dtype=np.int32), _uniform(POSITION_BITS))
         return coder.get_compressed().astype("<u4").tobytes()
 
     def decode(
@@ -159,11 +178,16 @@ class SoftLabelCoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids int64, -1 past each position's slots; codes int64) as [positions, width'] arrays (width' =
         max(width, the most slots stored)), and the float32 log tails, of one row whose positions predict
-        `next_tokens`."""
+        `next_tokens`. A stream of another length, with data left or a wrong checksum is a ValueError."""
         import constriction
 
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(blob, dtype="<u4").astype(np.uint32))
         positions = len(next_tokens)
+        (stored,) = coder.decode(_uniform(POSITION_BITS), 1)
+        if stored != positions:
+            raise ValueError(
+                f"it stores {stored} positions, but input_ids has {positions} tokens after completion_start"
+            )
         slots = self.tables["slots"].decode(coder, positions)
         width = max(width, int(slots.max(initial=1)))
         kept = np.arange(width) < slots[:, None]
@@ -181,9 +205,13 @@ class SoftLabelCoder:
             where[:, 1:] = kept[:, 1:] & band
             deltas[where] = self.tables[name].decode(coder, int(where.sum()))
         high = self.tables["tail_high"].decode(coder, positions)
-        low = coder.decode(_uniform_low_bits(), positions) if positions else np.zeros(0, dtype=np.int64)
+        low = coder.decode(_uniform(TAIL_LOW_BITS), positions) if positions else np.zeros(0, dtype=np.int64)
         log_tail = ((high << TAIL_LOW_BITS) | low).astype("<u4").view("<f4")
-        return ids, first[:, None] + np.cumsum(deltas, axis=1), log_tail
+        codes = first[:, None] + np.cumsum(deltas, axis=1)
+        (checksum,) = coder.decode(_uniform(CHECKSUM_BITS), 1)
+        if not coder.is_empty() or checksum != _checksum(ids[kept], codes[kept], log_tail):
+            raise ValueError("its checksum fails: corrupted, or coded with other frequency tables")
+        return ids, codes, log_tail
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -191,6 +219,8 @@ class SoftLabelCoder:
             "library": LIBRARY,
             "tail": f"float32 bits: the high {32 - TAIL_LOW_BITS} by their table, the low {TAIL_LOW_BITS} uniform",
             "tail_low_bits": TAIL_LOW_BITS,
+            "position_bits": POSITION_BITS,
+            "checksum": f"zlib.crc32 of ids (int64), codes (int64), log tails (float32) mod 2**{CHECKSUM_BITS}",
             "next_token_symbol": NEXT,
             "delta_ranks": list(DELTA_RANKS),
             "tables": {name: self.tables[name].to_metadata() for name in STREAMS},
@@ -198,13 +228,15 @@ class SoftLabelCoder:
 
     @classmethod
     def from_metadata(cls, coder: dict[str, Any]) -> SoftLabelCoder:
-        layout = (coder["name"], list(coder["delta_ranks"]), coder["tail_low_bits"])
-        if layout != ("rans", list(DELTA_RANKS), TAIL_LOW_BITS):
-            raise ValueError(f"unknown coder layout (name, delta_ranks, tail_low_bits) {layout}")
+        layout = (coder["name"], list(coder["delta_ranks"]), coder["tail_low_bits"], coder["position_bits"])
+        if layout != ("rans", list(DELTA_RANKS), TAIL_LOW_BITS, POSITION_BITS):
+            raise ValueError(
+                f"unknown coder layout (name, delta_ranks, tail_low_bits, position_bits) {layout}"
+            )
         return cls({name: FrequencyTable.from_metadata(coder["tables"][name]) for name in STREAMS})
 
 
-def _uniform_low_bits():
+def _uniform(bits: int):
     import constriction
 
-    return constriction.stream.model.Uniform(2**TAIL_LOW_BITS)
+    return constriction.stream.model.Uniform(2**bits)

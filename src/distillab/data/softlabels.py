@@ -276,11 +276,16 @@ def decode_soft_labels(
 
 def _decode_coded(row: dict[str, Any], fmt: SoftLabelFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     next_tokens = np.asarray(row["input_ids"][row["completion_start"] :], dtype=np.int64)
-    ids, codes, log_tail = fmt.coder.decode(row[CODED_COLUMN], next_tokens, fmt.k)
+    try:
+        ids, codes, log_tail = fmt.coder.decode(row[CODED_COLUMN], next_tokens, fmt.k)
+    except ValueError as err:
+        raise DataError(
+            f"soft labels row {row.get('id', '?')}: {CODED_COLUMN} does not decode ({err})"
+        ) from None
     kept = ids != PAD_ID
     if (codes[kept] < 0).any() or (codes[kept] >= len(fmt.quantiser.table)).any():
         raise DataError(
-            f"soft labels: a {CODED_COLUMN} stream decodes to log-prob codes outside the quantiser's"
+            f"soft labels row {row.get('id', '?')}: {CODED_COLUMN} decodes to log-prob codes outside the quantiser's"
         )
     logprobs = np.full(ids.shape, -np.inf, dtype=np.float32)
     logprobs[kept] = fmt.quantiser.table[codes[kept]]
