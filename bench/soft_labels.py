@@ -4,10 +4,12 @@
 
 Needs `distillab assets smollm2` and the demo's hard labels (outputs/demo/generate, `recipes/demo/generate.yaml`).
 The last --held_out rows are held out; the others are labelled by `distillab label` (transformers scorer, exact)
-at k = 64 and 128, fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8), and at the
-same k with exact float32 log-probs. Reported per setting, from each dataset's distillab.json: bytes/token on
-disk, mean slots/position, tail mass, max |Δ log-prob| and KL(full‖stored) on re-scored positions; and, timed
-here on every row, encode (`SoftLabelFormat.encode`, from the exact float32 labels) and decode
+at k = 64 and 128, fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8: format 3,
+entropy-coded), and at the same k with exact float32 log-probs (format 2). Reported per setting, from each
+dataset's distillab.json: bytes/token on disk (the frequency tables included, and their share), mean
+slots/position, tail mass, max |Δ log-prob| and KL(full‖stored) on re-scored positions; the same rows uncoded
+(format 2: uint16 ids, q8 codes, float32 tails; parquet of those columns); and, timed here on every row, encode
+(from the exact float32 labels: `SoftLabelFormat.encode`, then `code_soft_labels` for format 3) and decode
 (`decode_soft_labels`) in µs per token.
 
 Then one fresh student per k = 64 setting (same init, data, order, seed and steps; `--tail tail_bucket`, which
@@ -72,10 +74,19 @@ def label_all(train: Path) -> dict[str, Path]:
 
 
 def codec_times(exact: Path, compact: Path) -> dict[str, float]:
-    """µs per scored token: encoding the exact float32 labels as `compact`'s format, decoding `compact`'s rows."""
+    """µs per scored token: encoding the exact float32 labels as `compact`'s format, decoding `compact`'s rows;
+    and the bytes per token of those rows uncoded (format 2)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from distillab.data.hardlabels import load_hard_labels, read_metadata
-    from distillab.data.softlabels import SoftLabelFormat, adaptive_slots, decode_soft_labels, log_tail_after
+    from distillab.data.softlabels import (
+        SoftLabelFormat,
+        adaptive_slots,
+        code_soft_labels,
+        decode_soft_labels,
+        log_tail_after,
+    )
 
     def rows_and_format(folder: Path):
         soft = read_metadata(folder)["soft_labels"]
@@ -83,18 +94,33 @@ def codec_times(exact: Path, compact: Path) -> dict[str, float]:
 
     exact_rows, exact_format, _ = rows_and_format(exact)
     rows, fmt, soft = rows_and_format(compact)
+    row_format = SoftLabelFormat.compact(fmt.k, fmt.vocab_size, fmt.logprob_dtype)
     decoded = [decode_soft_labels(row, exact_format) for row in exact_rows]
     tokens = sum(len(ids) for ids, _, _ in decoded)
     start = time.perf_counter()
-    for ids, logprobs, log_tail in decoded:
+    uncoded = []
+    for row, (ids, logprobs, log_tail) in zip(exact_rows, decoded, strict=True):
         slots = adaptive_slots(logprobs, soft["mass"], soft["min_k"])
-        fmt.encode(ids, logprobs, log_tail_after(logprobs, log_tail, slots), slots)
+        uncoded.append(
+            {"input_ids": row["input_ids"], "completion_start": row["completion_start"]}
+            | row_format.encode(ids, logprobs, log_tail_after(logprobs, log_tail, slots), slots)
+        )
+    if fmt.coder:
+        code_soft_labels(uncoded, row_format)
     encode = time.perf_counter() - start
     start = time.perf_counter()
     for row in rows:
         decode_soft_labels(row, fmt)
     decode = time.perf_counter() - start
-    return {"encode_us": encode / tokens * 1e6, "decode_us": decode / tokens * 1e6, "tokens": float(tokens)}
+    sink = pa.BufferOutputStream()
+    columns = row_format.fields()[2:]  # the soft-label columns, without input_ids and completion_start
+    pq.write_table(pa.Table.from_pylist(uncoded, schema=pa.schema(columns)), sink)
+    return {
+        "encode_us": encode / tokens * 1e6,
+        "decode_us": decode / tokens * 1e6,
+        "row_format_bytes": sink.getvalue().size / tokens,
+        "tokens": float(tokens),
+    }
 
 
 def train_and_score(args) -> dict:
@@ -175,17 +201,20 @@ def main() -> None:
     }
     rows = []
     for name, folder in datasets.items():
-        fidelity = read_metadata(folder)["soft_labels"]["fidelity"]
+        soft = read_metadata(folder)["soft_labels"]
+        fidelity = soft["fidelity"]
         rows.append(
             (
-                name, f"{fidelity['bytes_per_token']:.1f}", f"{fidelity['mean_slots_per_position']:.1f}",
+                name, str(soft["format"]["version"]), f"{fidelity['bytes_per_token']:.1f}",
+                f"{soft['table_bytes'] / soft['scored_tokens']:.1f}", f"{times[name]['row_format_bytes']:.1f}",
+                f"{fidelity['mean_slots_per_position']:.1f}",
                 f"{fidelity['tail_mass_mean']:.2e}", f"{fidelity['tail_mass_p99']:.2e}",
                 f"{fidelity['max_abs_logprob_error']:.3g}", f"{fidelity['kl_full_vs_stored']:.2e}",
                 f"{fidelity['kl_full_vs_exact_top_k']:.2e}", f"{times[name]['encode_us']:.1f}", f"{times[name]['decode_us']:.1f}",
             )
         )  # fmt: skip
     print_table(
-        ["setting", "B/token", "slots", "tail mean", "tail p99", "max|Δlp|", "KL(full‖stored)",
+        ["setting", "format", "B/token", "of which tables", "format 2 B/token", "slots", "tail mean", "tail p99", "max|Δlp|", "KL(full‖stored)",
          "KL(full‖exact top-k)", "encode µs/tok", "decode µs/tok"],
         rows,
     )  # fmt: skip

@@ -203,7 +203,7 @@ METADATA_EDITS = {
         "corrupt soft_labels format (missing 'ids')",
     ),
     "frequency table garbled": (
-        lambda soft: soft["format"]["coder"]["tables"]["ids"].update(counts="eJwLAAAAAAE="),
+        lambda soft: soft["format"]["coder"]["tables"]["ids"].update(counts="AAAA"),
         "corrupt soft_labels format (a frequency table that does not decompress",
     ),
     "format 2 declared for coded rows": (

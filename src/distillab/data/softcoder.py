@@ -43,15 +43,15 @@ LIBRARY = "constriction 0.5 AnsCoder (32-bit words), Categorical(perfect=False) 
 
 
 def _pack(values: np.ndarray) -> str:
-    """Non-negative integers < 2**32 as base64 of zlib of their four little-endian byte planes."""
+    """Non-negative integers < 2**32 as base85 of zlib of their four little-endian byte planes."""
     planes = np.asarray(values, dtype="<u4").view(np.uint8).reshape(-1, 4).T
-    return base64.b64encode(zlib.compress(planes.tobytes(), 9)).decode()
+    return base64.b85encode(zlib.compress(planes.tobytes(), 9)).decode()
 
 
 def _unpack(text: str) -> np.ndarray:
     try:
-        planes = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8)
-    except zlib.error as err:
+        planes = np.frombuffer(zlib.decompress(base64.b85decode(text)), dtype=np.uint8)
+    except (ValueError, zlib.error) as err:
         raise ValueError(f"a frequency table that does not decompress ({err})") from None
     return np.ascontiguousarray(planes.reshape(4, -1).T).view("<u4").ravel().astype(np.int64)
 

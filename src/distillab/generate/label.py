@@ -22,6 +22,7 @@ from distillab.data.hardlabels import (
     SCHEMA,
     ShardStore,
     load_hard_labels,
+    parquet_options,
     push_to_hub,
     read_metadata,
     write_card,
@@ -438,7 +439,7 @@ def _soft_bytes(rows: list[dict], files: list[Path]) -> int:
     """On-disk bytes the soft labels add: the data files minus the same rows written without them."""
     hard = pa.Table.from_pylist([{c: r[c] for c in SCHEMA.names} for r in rows], schema=SCHEMA)
     sink = pa.BufferOutputStream()
-    pq.write_table(hard, sink)
+    pq.write_table(hard, sink, **parquet_options(SCHEMA))
     return sum(f.stat().st_size for f in files) - sink.getvalue().size
 
 
