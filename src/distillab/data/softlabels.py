@@ -58,8 +58,9 @@ TAIL = {
     1: "not stored: the missing mass 1 - sum(exp(topk_logprobs)) is left to the KD loss (renormalize | tail_bucket)",
     2: "stored exactly per position (topk_log_tail, from the teacher's full distribution); the KD loss's tail_bucket "
     "uses it, renormalize ignores it",
+    3: "stored exactly per position (float32, in topk_coded, from the teacher's full distribution); the KD loss's "
+    "tail_bucket uses it, renormalize ignores it",
 }
-TAIL[3] = TAIL[2]
 FLOAT_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 QUANTISED = "q8"
 LOGPROB_DTYPES = (QUANTISED, *FLOAT_DTYPES)
@@ -164,7 +165,7 @@ class SoftLabelFormat:
             "version": self.version,
             "ids": self._ids_metadata(),
             "logprobs": logprobs,
-            "tail": TAIL_COLUMN,
+            "tail": CODED_COLUMN if self.coder else TAIL_COLUMN,
         }
         return declared | ({"coder": self.coder.to_metadata()} if self.coder else {})
 
