@@ -10,10 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distillab.data.hardlabels import write_dataset
 from distillab.data.softcoder import NEXT
 from distillab.data.softlabels import (
     BASE_COLUMNS,
     PAD_ID,
+    SEQUENCE_COLUMNS,
     SoftLabelFormat,
     adaptive_slots,
     code_soft_labels,
@@ -305,3 +307,23 @@ def test_corrupt_format_3_metadata_is_one_line_naming_the_file(edit, message):
         SoftLabelFormat.from_metadata(soft, "data/x/distillab.json")
     assert str(error.value).startswith("data/x/distillab.json: corrupt soft_labels format (")
     assert "\n" not in str(error.value)
+
+
+def test_coded_rows_cost_little_more_than_their_streams_on_disk(tmp_path):
+    """No parquet statistics or dictionary for the opaque topk_coded blobs (their min/max would be two more
+    whole blobs per file); the other columns keep theirs."""
+    fmt, rows, _ = _greedy_rows(8, 16, 3000, None)
+    coded_rows, coded = code_soft_labels(rows, fmt)
+    schema = pa.schema(coded.fields())
+    (path,) = write_dataset(
+        tmp_path, [{c: row[c] for c in schema.names} for row in coded_rows], schema=schema
+    )
+    (without,) = write_dataset(tmp_path / "without", [{c: row[c] for c in SEQUENCE_COLUMNS} for row in coded_rows],
+                               schema=pa.schema(coded.fields()[:2]))  # fmt: skip
+    streams = sum(len(row["topk_coded"]) for row in coded_rows)
+    assert path.stat().st_size - without.stat().st_size < streams * 1.02 + 256
+    columns = pq.read_metadata(path).row_group(0)
+    stats = {
+        columns.column(i).path_in_schema: columns.column(i).is_stats_set for i in range(columns.num_columns)
+    }
+    assert stats == {"input_ids.list.element": True, "completion_start": True, "topk_coded": False}

@@ -120,10 +120,11 @@ def parquet_options(schema: pa.Schema) -> dict[str, list[str]]:
 
 
 def _leaf_paths(field: pa.Field, prefix: str = "") -> list[str]:
-    """The parquet column paths of an arrow field (`messages.list.element.role`, ...)."""
+    """The parquet column paths of an arrow field (`messages.list.element.role`, ...: parquet names every list's
+    values `element`, whatever arrow calls them)."""
     path = prefix + field.name
     if pa.types.is_list(field.type):
-        return _leaf_paths(field.type.value_field, f"{path}.list.")
+        return _leaf_paths(field.type.value_field.with_name("element"), f"{path}.list.")
     if pa.types.is_struct(field.type):
         return [leaf for child in field.type for leaf in _leaf_paths(child, f"{path}.")]
     return [path]
