@@ -1,10 +1,10 @@
 """Compact soft labels on the SmolLM2 demo rows: bytes, encode/decode time, and the KD student they train.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.soft_labels [--steps 20] [--batch 4] [--held_out 8]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.soft_labels [--steps 20] [--batch 4] [--held_out 8] [--ks 64 128]
 
 Needs `distillab assets smollm2` and the demo's hard labels (outputs/demo/generate, `recipes/demo/generate.yaml`).
 The last --held_out rows are held out; the others are labelled by `distillab label` (transformers scorer, exact)
-at k = 64 and 128, fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8: format 3,
+at k = 64 and 128 (--ks), fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8: format 3,
 entropy-coded), and at the same k with exact float32 log-probs (format 2). Reported per setting, from each
 dataset's distillab.json: bytes/token on disk (the frequency tables included, and their share), mean
 slots/position, tail mass, max |Δ log-prob| and KL(full‖stored) on re-scored positions; the same rows uncoded
@@ -32,15 +32,20 @@ from bench.harness import CACHE, REPO, SMOLLM2, bench_parser, hand_back, measure
 DEMO = REPO / "outputs" / "demo" / "generate"
 BENCH_CACHE = CACHE / "bench-soft-labels"
 MASS = 0.99
-SETTINGS = {  # name -> (k, --soft_labels_mass, --logprob_dtype)
-    "k64 exact": (64, None, "float32"),
-    "k64 q8": (64, None, "q8"),
-    "k64 q8 P.99": (64, MASS, "q8"),
-    "k128 exact": (128, None, "float32"),
-    "k128 q8": (128, None, "q8"),
-    "k128 q8 P.99": (128, MASS, "q8"),
-}
 STUDENTS = ("k64 exact", "k64 q8", "k64 q8 P.99")
+
+
+def settings(ks: list[int]) -> dict[str, tuple[int, float | None, str]]:
+    """name -> (k, --soft_labels_mass, --logprob_dtype) of every dataset the bench labels."""
+    return {
+        name: setting
+        for k in ks
+        for name, setting in (
+            (f"k{k} exact", (k, None, "float32")),
+            (f"k{k} q8", (k, None, "q8")),
+            (f"k{k} q8 P.99", (k, MASS, "q8")),
+        )
+    }
 
 
 def split_demo(held_out: int) -> tuple[Path, Path]:
@@ -59,7 +64,7 @@ def split_demo(held_out: int) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
-def label_all(train: Path) -> dict[str, Path]:
+def label_all(train: Path, labelled: dict[str, tuple[int, float | None, str]]) -> dict[str, Path]:
     from distillab.generate.label import LabelConfig, label
 
     return {
@@ -69,7 +74,7 @@ def label_all(train: Path) -> dict[str, Path]:
                 output_dir=str(BENCH_CACHE / name.replace(" ", "-")),
             )
         )
-        for name, (k, mass, dtype) in SETTINGS.items()
+        for name, (k, mass, dtype) in labelled.items()
     }  # fmt: skip
 
 
@@ -221,6 +226,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--held_out", type=int, default=8, help="demo rows held out from training")
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=[64, 128], help="k values to label (64 is trained)"
+    )
     parser.add_argument("--output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--held_out_dir", help=argparse.SUPPRESS)
@@ -236,10 +244,11 @@ def main() -> None:
     from distillab.data.hardlabels import read_metadata
 
     train, held_out = split_demo(args.held_out)
-    datasets = label_all(train)
+    labelled = settings(sorted({64, *args.ks}))
+    datasets = label_all(train, labelled)
     print(f"\n== soft labels of {train} ({read_metadata(train)['rows']} rows), transformers scorer")
     times = {
-        name: codec_times(datasets[f"k{SETTINGS[name][0]} exact"], folder)
+        name: codec_times(datasets[f"k{labelled[name][0]} exact"], folder)
         for name, folder in datasets.items()
     }
     rows = []
