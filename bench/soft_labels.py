@@ -221,6 +221,10 @@ def held_out_scores(student_dir: Path, held_out: Path) -> dict[str, float]:
     return {"held_out_ce": ce / count, "held_out_kl": kl / count, "held_out_tokens": count}
 
 
+def _nats(kl: float | None) -> str:
+    return "not measured" if kl is None else f"{kl:.2e}"  # a resumed label run scores nothing to compare
+
+
 def main() -> None:
     parser = bench_parser(__doc__, ("kd",))
     parser.add_argument("--steps", type=int, default=20)
@@ -261,8 +265,8 @@ def main() -> None:
                 f"{soft['table_bytes'] / soft['scored_tokens']:.1f}", f"{times[name]['row_format_bytes']:.1f}",
                 f"{fidelity['mean_slots_per_position']:.1f}",
                 f"{fidelity['tail_mass_mean']:.2e}", f"{fidelity['tail_mass_p99']:.2e}",
-                f"{fidelity['max_abs_logprob_error']:.3g}", f"{fidelity['kl_full_vs_stored']:.2e}",
-                f"{fidelity['kl_full_vs_exact_top_k']:.2e}", f"{times[name]['encode_us']:.1f}", f"{times[name]['decode_us']:.1f}",
+                f"{fidelity['max_abs_logprob_error']:.3g}", _nats(fidelity["kl_full_vs_stored"]),
+                _nats(fidelity.get("kl_full_vs_exact_top_k")), f"{times[name]['encode_us']:.1f}", f"{times[name]['decode_us']:.1f}",
             )
         )  # fmt: skip
     print_table(
