@@ -1,13 +1,15 @@
 """Compact soft labels on the SmolLM2 demo rows: bytes, encode/decode time, and the KD student they train.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.soft_labels [--steps 20] [--batch 4] [--held_out 8]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.soft_labels [--steps 20] [--batch 4] [--held_out 8] [--ks 64 128]
 
 Needs `distillab assets smollm2` and the demo's hard labels (outputs/demo/generate, `recipes/demo/generate.yaml`).
 The last --held_out rows are held out; the others are labelled by `distillab label` (transformers scorer, exact)
-at k = 64 and 128, fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8), and at the
-same k with exact float32 log-probs. Reported per setting, from each dataset's distillab.json: bytes/token on
-disk, mean slots/position, tail mass, max |Δ log-prob| and KL(full‖stored) on re-scored positions; and, timed
-here on every row, encode (`SoftLabelFormat.encode`, from the exact float32 labels) and decode
+at k = 64 and 128 (--ks), fixed and adaptive (--soft_labels_mass 0.99), with 8-bit log-scale log-probs (q8: format 3,
+entropy-coded), and at the same k with exact float32 log-probs (format 2). Reported per setting, from each
+dataset's distillab.json: bytes/token on disk (the frequency tables included, and their share), mean
+slots/position, tail mass, max |Δ log-prob| and KL(full‖stored) on re-scored positions; the same rows uncoded
+(format 2: uint16 ids, q8 codes, float32 tails; parquet of those columns); and, timed here on every row, encode
+(from the exact float32 labels: `SoftLabelFormat.encode`, then `code_soft_labels` for format 3) and decode
 (`decode_soft_labels`) in µs per token.
 
 Then one fresh student per k = 64 setting (same init, data, order, seed and steps; `--tail tail_bucket`, which
@@ -30,15 +32,20 @@ from bench.harness import CACHE, REPO, SMOLLM2, bench_parser, hand_back, measure
 DEMO = REPO / "outputs" / "demo" / "generate"
 BENCH_CACHE = CACHE / "bench-soft-labels"
 MASS = 0.99
-SETTINGS = {  # name -> (k, --soft_labels_mass, --logprob_dtype)
-    "k64 exact": (64, None, "float32"),
-    "k64 q8": (64, None, "q8"),
-    "k64 q8 P.99": (64, MASS, "q8"),
-    "k128 exact": (128, None, "float32"),
-    "k128 q8": (128, None, "q8"),
-    "k128 q8 P.99": (128, MASS, "q8"),
-}
 STUDENTS = ("k64 exact", "k64 q8", "k64 q8 P.99")
+
+
+def settings(ks: list[int]) -> dict[str, tuple[int, float | None, str]]:
+    """name -> (k, --soft_labels_mass, --logprob_dtype) of every dataset the bench labels."""
+    return {
+        name: setting
+        for k in ks
+        for name, setting in (
+            (f"k{k} exact", (k, None, "float32")),
+            (f"k{k} q8", (k, None, "q8")),
+            (f"k{k} q8 P.99", (k, MASS, "q8")),
+        )
+    }
 
 
 def split_demo(held_out: int) -> tuple[Path, Path]:
@@ -57,7 +64,7 @@ def split_demo(held_out: int) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
-def label_all(train: Path) -> dict[str, Path]:
+def label_all(train: Path, labelled: dict[str, tuple[int, float | None, str]]) -> dict[str, Path]:
     from distillab.generate.label import LabelConfig, label
 
     return {
@@ -67,15 +74,24 @@ def label_all(train: Path) -> dict[str, Path]:
                 output_dir=str(BENCH_CACHE / name.replace(" ", "-")),
             )
         )
-        for name, (k, mass, dtype) in SETTINGS.items()
+        for name, (k, mass, dtype) in labelled.items()
     }  # fmt: skip
 
 
 def codec_times(exact: Path, compact: Path) -> dict[str, float]:
-    """µs per scored token: encoding the exact float32 labels as `compact`'s format, decoding `compact`'s rows."""
+    """µs per scored token: encoding the exact float32 labels as `compact`'s format, decoding `compact`'s rows;
+    and the bytes per token of those rows uncoded (format 2)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from distillab.data.hardlabels import load_hard_labels, read_metadata
-    from distillab.data.softlabels import SoftLabelFormat, adaptive_slots, decode_soft_labels, log_tail_after
+    from distillab.data.softlabels import (
+        SoftLabelFormat,
+        adaptive_slots,
+        code_soft_labels,
+        decode_soft_labels,
+        log_tail_after,
+    )
 
     def rows_and_format(folder: Path):
         soft = read_metadata(folder)["soft_labels"]
@@ -83,18 +99,76 @@ def codec_times(exact: Path, compact: Path) -> dict[str, float]:
 
     exact_rows, exact_format, _ = rows_and_format(exact)
     rows, fmt, soft = rows_and_format(compact)
+    row_format = SoftLabelFormat.compact(fmt.k, fmt.vocab_size, fmt.logprob_dtype)
     decoded = [decode_soft_labels(row, exact_format) for row in exact_rows]
     tokens = sum(len(ids) for ids, _, _ in decoded)
     start = time.perf_counter()
-    for ids, logprobs, log_tail in decoded:
+    uncoded = []
+    for row, (ids, logprobs, log_tail) in zip(exact_rows, decoded, strict=True):
         slots = adaptive_slots(logprobs, soft["mass"], soft["min_k"])
-        fmt.encode(ids, logprobs, log_tail_after(logprobs, log_tail, slots), slots)
+        uncoded.append(
+            {"input_ids": row["input_ids"], "completion_start": row["completion_start"]}
+            | row_format.encode(ids, logprobs, log_tail_after(logprobs, log_tail, slots), slots)
+        )
+    if fmt.coder:
+        code_soft_labels(uncoded, row_format)
     encode = time.perf_counter() - start
     start = time.perf_counter()
     for row in rows:
         decode_soft_labels(row, fmt)
     decode = time.perf_counter() - start
-    return {"encode_us": encode / tokens * 1e6, "decode_us": decode / tokens * 1e6, "tokens": float(tokens)}
+    sink = pa.BufferOutputStream()
+    columns = row_format.fields()[2:]  # the soft-label columns, without input_ids and completion_start
+    pq.write_table(pa.Table.from_pylist(uncoded, schema=pa.schema(columns)), sink)
+    return {
+        "encode_us": encode / tokens * 1e6,
+        "decode_us": decode / tokens * 1e6,
+        "row_format_bytes": sink.getvalue().size / tokens,
+        "tokens": float(tokens),
+    }
+
+
+def quantiser_comparison(exact: Path) -> list[tuple[str, str, str]]:
+    """Quantisers of the exact k = 64 log-probs at matched rates: (quantiser, coded bits/slot, KL nats/position).
+
+    Bits: the empirical entropy of the first code and of the code deltas per rank band (format 3's streams,
+    tables not counted). KL(exact ‖ quantised): the stored slots plus the exact tail as one more outcome, the
+    quantised side renormalised."""
+    import numpy as np
+
+    from distillab.data.hardlabels import load_hard_labels, read_metadata
+    from distillab.data.softcoder import DELTA_RANKS
+    from distillab.data.softlabels import LogProbQuantiser, SoftLabelFormat, decode_soft_labels
+
+    fmt = SoftLabelFormat.from_metadata(read_metadata(exact)["soft_labels"], str(exact))
+    decoded = [decode_soft_labels(row, fmt) for row in load_hard_labels(str(exact)).to_list()]
+    logprobs = np.concatenate([lp for _, lp, _ in decoded]).astype(np.float64)
+    log_tail = np.concatenate([tail for _, _, tail in decoded]).astype(np.float64)[:, None]
+    bands = np.digitize(np.arange(1, logprobs.shape[1]), DELTA_RANKS[1:])
+
+    def entropy_bits(values: np.ndarray) -> float:
+        _, counts = np.unique(values, return_counts=True)
+        return float(-(counts * np.log2(counts / counts.sum())).sum())
+
+    def measured(codes: np.ndarray, decoded_logprobs: np.ndarray) -> tuple[str, str]:
+        deltas = np.diff(codes, axis=1)
+        bits = entropy_bits(codes[:, 0]) + sum(entropy_bits(deltas[:, bands == b]) for b in np.unique(bands))
+        exact_side = np.concatenate([logprobs, log_tail], axis=1)
+        stored = np.concatenate([decoded_logprobs, log_tail], axis=1)
+        stored -= np.logaddexp.reduce(stored, axis=1, keepdims=True)
+        kl = (np.exp(exact_side) * (exact_side - stored)).sum(1).mean()
+        return f"{bits / logprobs.size:.2f}", f"{kl:.2e}"
+
+    q8 = LogProbQuantiser()
+    rows = []
+    for step in (q8.step / 2, q8.step, q8.step * 2):  # code c stands for log p = -exp(offset + c * step)
+        codes = np.maximum(np.rint((np.log(-logprobs) - q8.offset) / step), 0).astype(np.int64)
+        name = f"log scale, step {step:.3f}" + (" (q8)" if step == q8.step else "")
+        rows.append((name, *measured(codes, -np.exp(q8.offset + codes * step))))
+    for step in (0.1, 0.2, 0.4):
+        codes = np.rint(-logprobs / step).astype(np.int64)
+        rows.append((f"uniform log-prob, step {step}", *measured(codes, -codes * step)))
+    return rows
 
 
 def train_and_score(args) -> dict:
@@ -147,11 +221,18 @@ def held_out_scores(student_dir: Path, held_out: Path) -> dict[str, float]:
     return {"held_out_ce": ce / count, "held_out_kl": kl / count, "held_out_tokens": count}
 
 
+def _nats(kl: float | None) -> str:
+    return "not measured" if kl is None else f"{kl:.2e}"  # a resumed label run scores nothing to compare
+
+
 def main() -> None:
     parser = bench_parser(__doc__, ("kd",))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--held_out", type=int, default=8, help="demo rows held out from training")
+    parser.add_argument(
+        "--ks", type=int, nargs="+", default=[64, 128], help="k values to label (64 is trained)"
+    )
     parser.add_argument("--output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--held_out_dir", help=argparse.SUPPRESS)
@@ -167,28 +248,37 @@ def main() -> None:
     from distillab.data.hardlabels import read_metadata
 
     train, held_out = split_demo(args.held_out)
-    datasets = label_all(train)
+    labelled = settings(sorted({64, *args.ks}))
+    datasets = label_all(train, labelled)
     print(f"\n== soft labels of {train} ({read_metadata(train)['rows']} rows), transformers scorer")
     times = {
-        name: codec_times(datasets[f"k{SETTINGS[name][0]} exact"], folder)
+        name: codec_times(datasets[f"k{labelled[name][0]} exact"], folder)
         for name, folder in datasets.items()
     }
     rows = []
     for name, folder in datasets.items():
-        fidelity = read_metadata(folder)["soft_labels"]["fidelity"]
+        soft = read_metadata(folder)["soft_labels"]
+        fidelity = soft["fidelity"]
         rows.append(
             (
-                name, f"{fidelity['bytes_per_token']:.1f}", f"{fidelity['mean_slots_per_position']:.1f}",
+                name, str(soft["format"]["version"]), f"{fidelity['bytes_per_token']:.1f}",
+                f"{soft['table_bytes'] / soft['scored_tokens']:.1f}", f"{times[name]['row_format_bytes']:.1f}",
+                f"{fidelity['mean_slots_per_position']:.1f}",
                 f"{fidelity['tail_mass_mean']:.2e}", f"{fidelity['tail_mass_p99']:.2e}",
-                f"{fidelity['max_abs_logprob_error']:.3g}", f"{fidelity['kl_full_vs_stored']:.2e}",
-                f"{fidelity['kl_full_vs_exact_top_k']:.2e}", f"{times[name]['encode_us']:.1f}", f"{times[name]['decode_us']:.1f}",
+                f"{fidelity['max_abs_logprob_error']:.3g}", _nats(fidelity["kl_full_vs_stored"]),
+                _nats(fidelity.get("kl_full_vs_exact_top_k")), f"{times[name]['encode_us']:.1f}", f"{times[name]['decode_us']:.1f}",
             )
         )  # fmt: skip
     print_table(
-        ["setting", "B/token", "slots", "tail mean", "tail p99", "max|Δlp|", "KL(full‖stored)",
+        ["setting", "format", "B/token", "of which tables", "format 2 B/token", "slots", "tail mean", "tail p99", "max|Δlp|", "KL(full‖stored)",
          "KL(full‖exact top-k)", "encode µs/tok", "decode µs/tok"],
         rows,
     )  # fmt: skip
+
+    print("\n== quantisers of the exact k = 64 log-probs, coded as format 3 codes them")
+    print_table(
+        ["quantiser", "bits/slot", "KL(exact‖quantised)"], quantiser_comparison(datasets["k64 exact"])
+    )
 
     print(
         f"\n== KD students from the k = 64 labels: {args.steps} steps x batch {args.batch}, tail_bucket, seed 0"

@@ -10,11 +10,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distillab.data.hardlabels import write_dataset
+from distillab.data.softcoder import NEXT
 from distillab.data.softlabels import (
     BASE_COLUMNS,
     PAD_ID,
+    SEQUENCE_COLUMNS,
     SoftLabelFormat,
     adaptive_slots,
+    code_soft_labels,
     decode_soft_labels,
     keep_first_slots,
     log_tail_after,
@@ -169,7 +173,10 @@ def test_bits_pack_and_unpack():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda soft: soft["format"].update(version=7), "format version 7 is not one this distillab reads"),
+        (
+            lambda soft: soft["format"].update(version=7),
+            "format version 7 is not one this distillab reads (1, 2, 3)",
+        ),
         (lambda soft: soft["format"]["logprobs"].pop("step"), "missing 'step'"),
         (lambda soft: soft.update(vocab_size=70_000), "do not fit vocab_size 70000"),
         (lambda soft: soft["format"].update(logprobs={"name": "int4"}), "unknown log-prob encoding"),
@@ -191,3 +198,132 @@ def test_previous_format_is_read_from_metadata_without_a_format():
     ids, logprobs, tail = decode_soft_labels(row, fmt)
     assert ids.shape == (2, 16) and ids[:, :2].tolist() == [[3, 1], [0, 2]] and tail is None
     assert logprobs[:, :2].tolist() == [[-0.5, -1.5], [-0.25, -2.0]] and (ids[:, 2:] == PAD_ID).all()
+
+
+def _greedy_rows(n_rows: int, k: int, vocab_size: int, mass: float | None, seed: int = 0):
+    """Format-2 rows of random sorted top-k whose next token is the top-1 id (a greedy sequence) at all but a
+    few positions, and their float64 references (ids, log-probs, log mass outside the top-k, slots)."""
+    fmt, rows, references = SoftLabelFormat.compact(k, vocab_size), [], []
+    for index in range(n_rows):
+        positions = 20 + index
+        ids, logprobs, log_tail = _sorted_top_k(positions, k, 3000, seed=seed + index)
+        ids = ids * (vocab_size // 3000)  # spread over the vocabulary
+        next_tokens = ids[:, 0].copy()
+        next_tokens[::7] = ids[::7, 3]  # not greedy there: the next token is the 4th most likely
+        start = 5
+        slots = adaptive_slots(logprobs, mass, 1)
+        tail = log_tail_after(logprobs, log_tail, slots)
+        row = {
+            "id": f"row-{index}",
+            "input_ids": [1] * start + next_tokens.tolist(),
+            "completion_start": start,
+        }
+        row |= fmt.encode(ids, logprobs.astype(np.float32), tail, slots)
+        rows.append(row)
+        references.append((ids, logprobs, log_tail, slots))
+    return fmt, rows, references
+
+
+@pytest.mark.parametrize("vocab_size", [3000, 200_000])
+@pytest.mark.parametrize("mass", [None, 0.9])
+def test_format_3_round_trip_is_lossless_and_within_the_declared_error(vocab_size, mass):
+    """Coded rows decode to exactly what format 2 stores (ids, q8 log-probs, float32 tail bit for bit), hence
+    within the declared quantisation error of the float64 log-probs; adaptive rows keep mass >= P or k slots."""
+    k = 32
+    fmt, rows, references = _greedy_rows(6, k, vocab_size, mass)
+    coded_rows, coded = code_soft_labels(rows, fmt)
+    assert coded.to_metadata()["version"] == 3 and set(coded.columns) == {
+        "input_ids",
+        "completion_start",
+        "topk_coded",
+    }
+    declared = coded.to_metadata()["logprobs"]
+    for row, coded_row, (ids, logprobs, outside, slots) in zip(rows, coded_rows, references, strict=True):
+        assert coded_row["id"] == row["id"] and "topk_ids" not in coded_row
+        expected = decode_soft_labels(row, fmt)
+        found = decode_soft_labels(_through_parquet(coded_row, coded), coded)
+        for exact, decoded in zip(expected, found, strict=True):
+            assert decoded.dtype == exact.dtype and np.array_equal(decoded, exact)
+        decoded_ids, decoded, decoded_tail = found
+        kept = np.arange(k) < slots[:, None]
+        np.testing.assert_array_equal(decoded_ids[kept], ids[kept])
+        in_range = logprobs >= -np.exp(declared["offset"] + 255 * declared["step"])
+        bound = declared["max_relative_error"] * np.abs(logprobs) + declared["max_abs_error_near_zero"]
+        assert (
+            np.abs(decoded.astype(np.float64) - logprobs)[kept & in_range] <= bound[kept & in_range]
+        ).all()
+        dropped = np.where(
+            kept, -np.inf, logprobs
+        )  # float64, by hand: outside the top-k plus the dropped slots
+        exact_tail = np.log(np.exp(outside) + np.exp(dropped).sum(1))
+        np.testing.assert_allclose(decoded_tail, exact_tail, rtol=1e-6)
+        covered = np.where(kept, np.exp(logprobs), 0).sum(1)
+        assert ((covered >= (mass or 1)) | (slots == k)).all()
+
+
+def test_format_3_stores_nothing_for_a_greedy_top_1():
+    """The top-1 id is the sequence's next token at most positions: one symbol (NEXT) costs almost nothing."""
+    fmt, rows, _ = _greedy_rows(4, 8, 3000, None)
+    _, coded = code_soft_labels(rows, fmt)
+    first_ids = coded.coder.tables["first_ids"]
+    assert NEXT in first_ids.symbols.tolist()
+    positions = sum(len(row["input_ids"]) - row["completion_start"] for row in rows)
+    not_greedy = sum(len(range(0, len(row["input_ids"]) - row["completion_start"], 7)) for row in rows)
+    assert first_ids.counts[first_ids.symbols.tolist().index(NEXT)] == positions - not_greedy
+
+
+def test_format_3_metadata_round_trips_and_a_bad_row_is_one_line():
+    fmt, rows, _ = _greedy_rows(3, 8, 3000, 0.9)
+    coded_rows, coded = code_soft_labels(rows, fmt)
+    soft = {"k": 8, "vocab_size": 3000, "format": coded.to_metadata()}
+    again = SoftLabelFormat.from_metadata(soft, "x")
+    for name, table in coded.coder.tables.items():
+        assert table.symbols.tolist() == again.coder.tables[name].symbols.tolist(), name
+        assert table.counts.tolist() == again.coder.tables[name].counts.tolist(), name
+    shorter = {**coded_rows[1], "input_ids": coded_rows[1]["input_ids"][:-1]}
+    with pytest.raises(
+        DataError, match=re.escape("soft labels row row-1: topk_coded does not decode (it stores")
+    ):
+        decode_soft_labels(shorter, again)
+    other_tables = code_soft_labels(_greedy_rows(3, 8, 3000, None, seed=9)[1], fmt)[1]
+    with pytest.raises(DataError, match="soft labels row row-0: topk_coded does"):
+        decode_soft_labels(coded_rows[0], other_tables)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda coder: coder["tables"].pop("ids"), "missing 'ids'"),
+        (lambda coder: coder["tables"]["slots"].update(counts="AAAA"), "does not decompress"),
+        (lambda coder: coder.update(delta_ranks=[1, 8]), "unknown coder layout"),
+        (lambda coder: coder.pop("tables"), "missing 'tables'"),
+    ],
+)
+def test_corrupt_format_3_metadata_is_one_line_naming_the_file(edit, message):
+    fmt, rows, _ = _greedy_rows(2, 8, 3000, None)
+    soft = {"k": 8, "vocab_size": 3000, "format": code_soft_labels(rows, fmt)[1].to_metadata()}
+    edit(soft["format"]["coder"])
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        SoftLabelFormat.from_metadata(soft, "data/x/distillab.json")
+    assert str(error.value).startswith("data/x/distillab.json: corrupt soft_labels format (")
+    assert "\n" not in str(error.value)
+
+
+def test_coded_rows_cost_little_more_than_their_streams_on_disk(tmp_path):
+    """No parquet statistics or dictionary for the opaque topk_coded blobs (their min/max would be two more
+    whole blobs per file); the other columns keep theirs."""
+    fmt, rows, _ = _greedy_rows(8, 16, 3000, None)
+    coded_rows, coded = code_soft_labels(rows, fmt)
+    schema = pa.schema(coded.fields())
+    (path,) = write_dataset(
+        tmp_path, [{c: row[c] for c in schema.names} for row in coded_rows], schema=schema
+    )
+    (without,) = write_dataset(tmp_path / "without", [{c: row[c] for c in SEQUENCE_COLUMNS} for row in coded_rows],
+                               schema=pa.schema(coded.fields()[:2]))  # fmt: skip
+    streams = sum(len(row["topk_coded"]) for row in coded_rows)
+    assert path.stat().st_size - without.stat().st_size < streams * 1.02 + 256
+    columns = pq.read_metadata(path).row_group(0)
+    stats = {
+        columns.column(i).path_in_schema: columns.column(i).is_stats_set for i in range(columns.num_columns)
+    }
+    assert stats == {"input_ids.list.element": True, "completion_start": True, "topk_coded": False}

@@ -25,6 +25,7 @@ from distillab.generate.label import SOFT_SHARDS_DIR, LabelConfig, label
 from distillab.generate.run import generate
 from distillab.generate.scorers import check_prompt_logprobs_engine, log_tail_of_top_k, prompt_logprobs_tokens
 from tests.cli import cli_env, run_distillab
+from tests.softrows import decoded_rows
 
 
 def reference_log_softmax(model, ids: list[int], start: int) -> torch.Tensor:
@@ -35,18 +36,19 @@ def reference_log_softmax(model, ids: list[int], start: int) -> torch.Tensor:
         ]
 
 
-def declared_decode(codes, logprobs: dict) -> np.ndarray:
-    """The quantiser as distillab.json declares it: log p = -exp(offset + code * step)."""
-    return -np.exp(logprobs["offset"] + np.asarray(codes, dtype=np.float64) * logprobs["step"])
+def declared_codes(logprobs, quantiser: dict) -> np.ndarray:
+    """The codes of decoded log-probs by the quantiser distillab.json declares: log p = -exp(offset + code * step)."""
+    return (np.log(-np.asarray(logprobs, dtype=np.float64)) - quantiser["offset"]) / quantiser["step"]
 
 
 def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, tiny_teacher):
-    """Round trip through the dataset: the ids are the exact top-16, the 8-bit codes decode within the declared
-    error of the float64 log-probs, and the stored tail is the exact mass outside them."""
+    """Round trip through the dataset (format 3, entropy-coded): the ids are the exact top-16, the log-probs
+    are on the declared 8-bit grid within its error of the float64 log-probs, and the stored tail is the exact
+    mass outside them."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
     model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
     quantiser = read_metadata(soft_label_dir)["soft_labels"]["format"]["logprobs"]
-    rows = load_hard_labels(str(soft_label_dir)).to_list()
+    rows = decoded_rows(soft_label_dir)
     for row in rows[:4]:
         ids, start = row["input_ids"], row["completion_start"]
         assert tokenizer.decode(ids) == tokenizer.apply_chat_template(row["messages"], tokenize=False)
@@ -58,7 +60,10 @@ def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, t
         expected = full.topk(16, dim=-1)
         assert np.array_equal(np.array(row["topk_ids"]), expected.indices.numpy())
         exact = expected.values.numpy()
-        error = np.abs(declared_decode(row["topk_logprobs"], quantiser) - exact)
+        codes = declared_codes(row["topk_logprobs"], quantiser)
+        np.testing.assert_allclose(codes, np.rint(codes), atol=1e-3)
+        assert codes.min() >= 0 and codes.max() <= 255
+        error = np.abs(np.asarray(row["topk_logprobs"]) - exact)
         assert (error <= quantiser["max_relative_error"] * np.abs(exact) + 1e-6).all()
         tail = full.scatter(1, expected.indices, -math.inf).logsumexp(dim=-1)
         np.testing.assert_allclose(row["topk_log_tail"], tail.numpy(), rtol=1e-5, atol=1e-6)
@@ -67,14 +72,18 @@ def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, t
 def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher):
     soft = read_metadata(soft_label_dir)["soft_labels"]
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
-    rows = load_hard_labels(str(soft_label_dir)).to_list()
+    rows = decoded_rows(soft_label_dir)
     assert soft["complete"] and soft["k"] == 16 and soft["vocab_size"] == len(tokenizer)
     assert (soft["teacher"], soft["revision"]) == (str(tiny_teacher), None)  # the model that scored
     assert soft["tokenizer_fingerprint"] == tokenizer_fingerprint(tokenizer)
     assert soft["scored_tokens"] == sum(len(r["topk_ids"]) for r in rows)
     assert all(len(r["topk_ids"]) == len(r["input_ids"]) - r["completion_start"] for r in rows)
-    assert 0 < soft["bytes_per_token"] < 16 * 3  # 2-byte ids and 1-byte log-probs, before compression
-    assert soft["format"]["version"] == 2 and soft["format"]["ids"] == {"encoding": "uint16"}
+    assert (
+        0 < soft["bytes_per_token"] < 16 * 3
+    )  # below format 2's 2-byte ids and 1-byte codes, tables included
+    assert 0 < soft["table_bytes"] < soft["bytes_per_token"] * soft["scored_tokens"]
+    assert soft["format"]["version"] == 3 and soft["format"]["ids"] == {"encoding": "rans", "bits": 16}
+    assert soft["format"]["coder"]["name"] == "rans" and "ids" in soft["format"]["coder"]["tables"]
     assert soft["format"]["logprobs"]["bits"] == 8 and (soft["mass"], soft["min_k"]) == (None, 1)
     assert "position completion_start-1+j" in soft["alignment"] and "tail_bucket" in soft["tail"]
     fidelity = soft["fidelity"]
@@ -107,7 +116,7 @@ def test_adaptive_k_keeps_the_fewest_slots_reaching_the_mass_and_stores_the_exac
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_teacher).eval()
     counts = []
-    for row in load_hard_labels(str(output_dir)).to_list()[:6]:
+    for row in decoded_rows(output_dir)[:6]:
         full = reference_log_softmax(model, row["input_ids"], row["completion_start"])
         for j, kept in enumerate(row["topk_ids"]):
             slots = len(kept)
@@ -147,7 +156,7 @@ def test_labels_made_with_other_settings_are_never_reused(
 
     label(LabelConfig(dataset=str(output_dir), model=str(other_teacher), soft_labels_k=4, overwrite=True))
     assert read_metadata(output_dir)["soft_labels"]["teacher"] == str(other_teacher)
-    row = load_hard_labels(str(output_dir))[0]
+    row = decoded_rows(output_dir)[0]
     model = AutoModelForCausalLM.from_pretrained(other_teacher).eval()
     ids, start = row["input_ids"], row["completion_start"]
     with torch.inference_mode():
@@ -185,7 +194,7 @@ def test_a_killed_run_is_not_resumed_with_other_settings(tmp_path, hard_label_di
         with pytest.raises(ConfigError, match="holds soft labels with a different config; pass --overwrite"):
             label(LabelConfig(**other, **config))
     label(LabelConfig(soft_labels_k=8, overwrite=True, **config))
-    rows = load_hard_labels(str(output_dir)).to_list()
+    rows = decoded_rows(output_dir)
     assert {len(step) for r in rows for step in r["topk_ids"]} == {8}
     assert read_metadata(output_dir)["soft_labels"]["k"] == 8
 
@@ -223,7 +232,7 @@ def test_ctrl_c_stops_label_with_one_line_and_it_resumes(tmp_path, hard_label_di
     result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split("sequences, ")[1].split(" already")[0]) >= 4  # kept, not scored again
-    resumed, reference = (load_hard_labels(str(d)).to_list() for d in (output_dir, soft_label_dir))
+    resumed, reference = (decoded_rows(d) for d in (output_dir, soft_label_dir))
     assert [r["topk_ids"] for r in resumed] == [r["topk_ids"] for r in reference]
     for r, ref in zip(resumed, reference, strict=True):
         np.testing.assert_allclose(r["topk_logprobs"], ref["topk_logprobs"], atol=2e-3)
@@ -314,7 +323,7 @@ def test_generate_with_soft_labels_scores_its_own_rows(tmp_path, tiny_teacher):
             output_dir=str(tmp_path / "out"),
         )
     )
-    rows = load_hard_labels(str(output_dir)).to_list()
+    rows = decoded_rows(output_dir)
     assert [len(r["topk_ids"][0]) for r in rows] == [8, 8]
     assert all(len(r["topk_ids"]) == len(r["input_ids"]) - r["completion_start"] for r in rows)
     soft = read_metadata(output_dir)["soft_labels"]

@@ -15,6 +15,7 @@ from distillab.generate.prompts import build_prompt_set
 from distillab.generate.shards import Shard, take_shard
 from tests.cli import in_process_user_error
 from tests.generate.test_generate import FIXTURE_ARGS
+from tests.softrows import decoded_rows
 
 
 def hash_bucket(row_id: str, count: int) -> int:
@@ -174,9 +175,12 @@ def test_label_shards_merge_to_the_single_process_soft_labels(hard_label_dir, so
                 f"{index}/2",
             ]
         )
+    shard_format = read_metadata(output_dir / "shard-0-of-2")["soft_labels"]["format"]
+    assert shard_format["version"] == 2  # uncoded: --merge fits one set of tables to all the rows
     cli.main(["label", "--merge", str(output_dir), "--output_dir", str(output_dir)])
-    # the stored float32 tail moves in its last bits with the batch a row was scored in (padding)
-    merged_rows, single_rows = rows_of(output_dir), rows_of(soft_label_dir)
+    # the stored float32 tail moves in its last bits with the batch a row was scored in (padding); the rows
+    # compare decoded: each dataset codes them with frequency tables of its own
+    merged_rows, single_rows = decoded_rows(output_dir), decoded_rows(soft_label_dir)
     merged_tails, single_tails = (
         [row.pop(TAIL_COLUMN) for row in rows] for rows in (merged_rows, single_rows)
     )
@@ -185,6 +189,7 @@ def test_label_shards_merge_to_the_single_process_soft_labels(hard_label_dir, so
         np.testing.assert_allclose(merged_tail, single_tail, rtol=0, atol=1e-6)
     merged, single = read_metadata(output_dir)["soft_labels"], read_metadata(soft_label_dir)["soft_labels"]
     assert merged["complete"] and merged["scored_tokens"] == single["scored_tokens"]
+    assert merged["format"]["version"] == single["format"]["version"] == 3
     for key in ("mean_slots_per_position", "tail_mass_mean", "max_abs_logprob_error"):
         assert merged["fidelity"][key] == pytest.approx(single["fidelity"][key], abs=1e-6)
     assert merged["k"] == 16

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels, read_metadata, write_metadata
 from distillab.data.run_record import read_run_record
+from distillab.data.softlabels import PAD_ID, SoftLabelFormat, decode_soft_labels
 from distillab.kd import main
 from distillab.sft.data import DataOptions, build_training_data
 from distillab.tiny import MODEL_SIZES
@@ -175,6 +176,26 @@ def test_a_dataset_of_the_previous_format_still_trains(legacy_soft_label_dir, tm
     assert record["details"]["kd"]["soft_labels"]["format_version"] == 1
 
 
+def test_a_dataset_of_the_merged_format_2_still_trains(soft_label_rows, tmp_path):
+    """q8 codes uncoded: uint16 ids, 8-bit codes, float32 tail columns (format 2, before format 3 coded them)."""
+    rows, metadata = soft_label_rows
+    soft = metadata["soft_labels"]
+    row_format = SoftLabelFormat.compact(soft["k"], soft["vocab_size"])
+    stored = SoftLabelFormat.from_metadata(soft, "test")
+    uncoded = []
+    for row in rows:
+        ids, logprobs, log_tail = decode_soft_labels(row, stored)
+        slots = (ids != PAD_ID).sum(axis=1)
+        hard = {c: v for c, v in row.items() if c not in stored.columns[2:]}
+        uncoded.append(hard | row_format.encode(ids, logprobs, log_tail, slots))
+    metadata = {**metadata, "soft_labels": {**soft, "format": row_format.to_metadata()}}
+    dataset = write_soft_labels(tmp_path / "format-2", uncoded, metadata)
+    output_dir = run_kd(kd_argv(dataset, tmp_path / "run", "--max_steps", "2", "--tail", "tail_bucket"))
+    record = read_run_record(output_dir)
+    assert record["training"]["global_step"] == 2 and record["loss_history"][0]["kd"] > 0
+    assert record["details"]["kd"]["soft_labels"]["format_version"] == 2
+
+
 def with_metadata(source, directory, edit):
     """A copy of the dataset folder `source` whose soft_labels metadata went through `edit`."""
     shutil.copytree(source, directory)
@@ -186,8 +207,8 @@ def with_metadata(source, directory, edit):
 
 METADATA_EDITS = {
     "format from the future": (
-        lambda soft: soft["format"].update(version=3),
-        "corrupt soft_labels format (format version 3 is not one this distillab reads (1, 2))",
+        lambda soft: soft["format"].update(version=4),
+        "corrupt soft_labels format (format version 4 is not one this distillab reads (1, 2, 3))",
     ),
     "ids wider than declared": (
         lambda soft: soft["format"].update(ids={"encoding": "bitpacked", "bits": 17}),
@@ -196,7 +217,19 @@ METADATA_EDITS = {
     "no k": (lambda soft: soft.pop("k"), "corrupt soft_labels format (missing 'k')"),
     "log-probs declared float16": (
         lambda soft: soft["format"].update(logprobs={"name": "float16"}),
-        "column topk_logprobs is list<element: list<element: uint8>>, but distillab.json declares format 2",
+        "corrupt soft_labels format (format 3 codes q8 log-probs, not 'float16')",
+    ),
+    "frequency table missing": (
+        lambda soft: soft["format"]["coder"]["tables"].pop("ids"),
+        "corrupt soft_labels format (missing 'ids')",
+    ),
+    "frequency table garbled": (
+        lambda soft: soft["format"]["coder"]["tables"]["ids"].update(counts="AAAA"),
+        "corrupt soft_labels format (a frequency table that does not decompress",
+    ),
+    "format 2 declared for coded rows": (
+        lambda soft: soft.update(format={**soft["format"], "version": 2, "ids": {"encoding": "uint16"}}),
+        "column topk_ids is None, but distillab.json declares format 2",
     ),
 }
 

@@ -66,7 +66,8 @@ def _soft_label_rows(soft: dict[str, Any]) -> list[tuple[str, Any]]:
         (
             "soft labels",
             f"top-{soft['k']}{adaptive}, {soft['logprob_dtype']} log-probs ({soft['logprob_mode']}), "
-            f"{soft['engine']['version']}, {soft['bytes_per_token']:.0f} bytes/token on disk",
+            f"{soft['engine']['version']}, format {soft.get('format', {}).get('version', 1)}, "
+            f"{soft['bytes_per_token']:.0f} bytes/token on disk",
         ),
         ("soft-label alignment", soft["alignment"]),
         ("soft-label tail", soft["tail"]),

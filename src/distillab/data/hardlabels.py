@@ -116,7 +116,9 @@ def write_dataset(
     n_files = max(1, -(-len(rows) // ROWS_PER_FILE))
     for index in range(n_files):
         part = table.slice(index * ROWS_PER_FILE, ROWS_PER_FILE)
-        pq.write_table(part, staging / f"train-{index:05d}-of-{n_files:05d}.parquet")
+        pq.write_table(
+            part, staging / f"train-{index:05d}-of-{n_files:05d}.parquet", **parquet_options(schema)
+        )
     final, previous = output_dir / DATA_DIR, output_dir / f".{DATA_DIR}.old"
     shutil.rmtree(previous, ignore_errors=True)
     if final.exists():
@@ -124,6 +126,24 @@ def write_dataset(
     staging.rename(final)
     shutil.rmtree(previous, ignore_errors=True)
     return sorted(final.glob("*.parquet"))
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, list[str]]:
+    """`pq.write_table` options: statistics and dictionaries for every column but the binary ones (opaque blobs,
+    e.g. coded soft labels: their min/max statistics would copy two whole values into the file)."""
+    columns = [path for field in schema if not pa.types.is_binary(field.type) for path in _leaf_paths(field)]
+    return {"write_statistics": columns, "use_dictionary": columns}
+
+
+def _leaf_paths(field: pa.Field, prefix: str = "") -> list[str]:
+    """The parquet column paths of an arrow field (`messages.list.element.role`, ...: parquet names every list's
+    values `element`, whatever arrow calls them)."""
+    path = prefix + field.name
+    if pa.types.is_list(field.type):
+        return _leaf_paths(field.type.value_field.with_name("element"), f"{path}.list.")
+    if pa.types.is_struct(field.type):
+        return [leaf for child in field.type for leaf in _leaf_paths(child, f"{path}.")]
+    return [path]
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:

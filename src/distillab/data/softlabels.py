@@ -1,6 +1,16 @@
 """The soft-label contract (docs/architecture.md): extra columns on the hard-label rows, same tokens.
 
-Format 2, written by `distillab label` and declared in distillab.json (`soft_labels.format`):
+Format 3, written by `distillab label` with q8 log-probs (the default) and declared in distillab.json
+(`soft_labels.format`):
+
+    input_ids         list<int32>          the teacher's tokens of the full chat-formatted sequence
+    completion_start  int32                index in input_ids of the first completion token
+    topk_coded        binary               the row's top-k ids, log-prob codes (`LogProbQuantiser`) and float32
+                                           log tails, entropy-coded losslessly (`distillab.data.softcoder`: one rANS
+                                           stream; the frequency tables of the whole dataset are in distillab.json)
+
+Format 2, the same soft labels uncoded, one row at a time: written with float log-probs, by a `--shard` run (its
+`--merge` codes the whole dataset as format 3) and to a label run's own shards:
 
     input_ids         list<int32>          the teacher's tokens of the full chat-formatted sequence
     completion_start  int32                index in input_ids of the first completion token
@@ -10,7 +20,7 @@ Format 2, written by `distillab label` and declared in distillab.json (`soft_lab
                       (or list<list<float16|float32>>: the log-probs themselves, `--logprob_dtype`)
     topk_log_tail     list<float32>        [positions] log of the teacher's mass outside the stored slots
 
-A position stores from 1 to k slots (adaptive k: the fewest whose mass reaches `mass`, at least `min_k`).
+A position stores from 1 to k slots in both (adaptive k: the fewest whose mass reaches `mass`, at least `min_k`).
 Format 1 (no `format` key; read, never written): int32 ids and float16/float32 log-probs, k slots at every
 position, no tail.
 
@@ -18,7 +28,8 @@ Alignment: row j of topk_* is the teacher's distribution at position t = complet
 token input_ids[completion_start + j] (position t holds the distribution over token t+1). Only the completion
 (the teacher's assistant turn and the chat template's tokens after it) is covered: prompts are never trained on.
 
-`SoftLabelFormat.encode` writes one row's columns; `decode_soft_labels` is the one reader, for every format:
+`SoftLabelFormat.encode` writes one row's format-2 columns, `code_soft_labels` codes finished rows as format 3;
+`decode_soft_labels` is the one reader, for every format:
 padded arrays where a slot with id PAD_ID (-1) and log-prob -inf is padding. `validate_soft_labels` checks
 decoded arrays against the contract.
 """
@@ -26,22 +37,29 @@ decoded arrays against the contract.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from distillab.data.softcoder import SoftLabelCoder, row_streams
 from distillab.errors import DataError
 
-FORMAT_VERSION = 2
-BASE_COLUMNS = ("input_ids", "completion_start", "topk_ids", "topk_logprobs")
+FORMAT_VERSION = 3  # written with q8 log-probs; ROW_FORMAT otherwise
+ROW_FORMAT = 2
+SEQUENCE_COLUMNS = ("input_ids", "completion_start")
+BASE_COLUMNS = (*SEQUENCE_COLUMNS, "topk_ids", "topk_logprobs")
+CODED_COLUMN = "topk_coded"
 TAIL_COLUMN = "topk_log_tail"
 ALIGNMENT = "topk_*[j] is the teacher distribution at position completion_start-1+j, over token input_ids[completion_start+j]"
 TAIL = {
     1: "not stored: the missing mass 1 - sum(exp(topk_logprobs)) is left to the KD loss (renormalize | tail_bucket)",
     2: "stored exactly per position (topk_log_tail, from the teacher's full distribution); the KD loss's tail_bucket "
     "uses it, renormalize ignores it",
+    3: "stored exactly per position (float32, in topk_coded, from the teacher's full distribution); the KD loss's "
+    "tail_bucket uses it, renormalize ignores it",
 }
 FLOAT_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 QUANTISED = "q8"
@@ -68,6 +86,7 @@ class LogProbQuantiser:
     def max_relative_error(self) -> float:
         return math.expm1(self.step / 2)
 
+    @cached_property
     def table(self) -> np.ndarray:
         return (-np.exp(self.offset + np.arange(2**self.bits) * self.step)).astype(np.float32)
 
@@ -99,11 +118,13 @@ class SoftLabelFormat:
     vocab_size: int
     logprob_dtype: str  # QUANTISED or a float dtype
     quantiser: LogProbQuantiser | None = None
+    coder: SoftLabelCoder | None = None  # format 3
 
     @classmethod
     def compact(cls, k: int, vocab_size: int, logprob_dtype: str = QUANTISED) -> SoftLabelFormat:
+        """The row format (2): what a label run's shards hold before `code_soft_labels`."""
         quantiser = LogProbQuantiser() if logprob_dtype == QUANTISED else None
-        return cls(FORMAT_VERSION, k, vocab_size, logprob_dtype, quantiser)
+        return cls(ROW_FORMAT, k, vocab_size, logprob_dtype, quantiser)
 
     @property
     def id_bits(self) -> int:
@@ -114,9 +135,17 @@ class SoftLabelFormat:
 
     @property
     def columns(self) -> tuple[str, ...]:
+        if self.version == 3:
+            return (*SEQUENCE_COLUMNS, CODED_COLUMN)
         return BASE_COLUMNS if self.version == 1 else (*BASE_COLUMNS, TAIL_COLUMN)
 
     def fields(self) -> list[tuple[str, pa.DataType]]:
+        if self.version == 3:
+            return [
+                ("input_ids", pa.list_(pa.int32())),
+                ("completion_start", pa.int32()),
+                (CODED_COLUMN, pa.binary()),
+            ]
         if self.version == 1:
             ids: pa.DataType = pa.list_(pa.list_(pa.int32()))
         else:
@@ -131,11 +160,21 @@ class SoftLabelFormat:
         return fields if self.version == 1 else [*fields, (TAIL_COLUMN, pa.list_(pa.float32()))]
 
     def to_metadata(self) -> dict[str, Any]:
-        ids = (
+        logprobs = self.quantiser.to_metadata() if self.quantiser else {"name": self.logprob_dtype}
+        declared = {
+            "version": self.version,
+            "ids": self._ids_metadata(),
+            "logprobs": logprobs,
+            "tail": CODED_COLUMN if self.coder else TAIL_COLUMN,
+        }
+        return declared | ({"coder": self.coder.to_metadata()} if self.coder else {})
+
+    def _ids_metadata(self) -> dict[str, Any]:
+        if self.version == 3:
+            return {"encoding": "rans", "bits": self.id_bits}
+        return (
             {"encoding": "uint16"} if self.id_bits == 16 else {"encoding": "bitpacked", "bits": self.id_bits}
         )
-        logprobs = self.quantiser.to_metadata() if self.quantiser else {"name": self.logprob_dtype}
-        return {"version": self.version, "ids": ids, "logprobs": logprobs, "tail": TAIL_COLUMN}
 
     @classmethod
     def from_metadata(cls, soft: dict[str, Any], where: str) -> SoftLabelFormat:
@@ -147,9 +186,9 @@ class SoftLabelFormat:
             if declared is None:
                 return cls(1, k, vocab_size, str(soft.get("logprob_dtype", "float32")))
             version, logprobs = declared["version"], declared["logprobs"]
-            if version != FORMAT_VERSION:
+            if version not in (ROW_FORMAT, FORMAT_VERSION):
                 raise ValueError(
-                    f"format version {version!r} is not one this distillab reads (1, {FORMAT_VERSION})"
+                    f"format version {version!r} is not one this distillab reads (1, {ROW_FORMAT}, {FORMAT_VERSION})"
                 )
             if logprobs["name"] == "log_neg_logprob":
                 quantiser = LogProbQuantiser(
@@ -158,9 +197,13 @@ class SoftLabelFormat:
                 found = cls(version, k, vocab_size, QUANTISED, quantiser)
             else:
                 found = cls(version, k, vocab_size, logprobs["name"])
-            if declared["ids"] != found.to_metadata()["ids"]:
+            if version == FORMAT_VERSION:
+                if found.quantiser is None:
+                    raise ValueError(f"format {version} codes q8 log-probs, not {logprobs['name']!r}")
+                found = replace(found, coder=SoftLabelCoder.from_metadata(declared["coder"]))
+            if declared["ids"] != found._ids_metadata():
                 raise ValueError(
-                    f"ids {declared['ids']} do not fit vocab_size {vocab_size} (expected {found.to_metadata()['ids']})"
+                    f"ids {declared['ids']} do not fit vocab_size {vocab_size} (expected {found._ids_metadata()})"
                 )
         except (KeyError, TypeError, ValueError) as err:
             detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
@@ -212,6 +255,8 @@ def decode_soft_labels(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ids int32, log-probs float32, log tail float32 or None for format 1) of one row's stored soft labels,
     as [positions, fmt.k] arrays padded with PAD_ID / -inf: the one reader of every format."""
+    if fmt.coder:
+        return _decode_coded(row, fmt)
     logprobs = row["topk_logprobs"]
     slots = np.fromiter(map(len, logprobs), dtype=np.int64, count=len(logprobs))
     flat_logprobs = np.concatenate(logprobs) if len(logprobs) else np.zeros(0)
@@ -220,7 +265,7 @@ def decode_soft_labels(
     else:
         flat_ids = np.concatenate(row["topk_ids"]) if len(logprobs) else np.zeros(0)
     if fmt.quantiser:
-        flat_logprobs = fmt.quantiser.table()[np.asarray(flat_logprobs, dtype=np.intp)]
+        flat_logprobs = fmt.quantiser.table[np.asarray(flat_logprobs, dtype=np.intp)]
     width = max(fmt.k, int(slots.max(initial=0)))
     kept = np.arange(width) < slots[:, None]
     ids = np.full((len(slots), width), PAD_ID, dtype=np.int32)
@@ -228,6 +273,49 @@ def decode_soft_labels(
     ids[kept], values[kept] = flat_ids, flat_logprobs
     log_tail = np.asarray(row[TAIL_COLUMN], dtype=np.float32) if fmt.version == 2 else None
     return ids, values, log_tail
+
+
+def _decode_coded(row: dict[str, Any], fmt: SoftLabelFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    next_tokens = np.asarray(row["input_ids"][row["completion_start"] :], dtype=np.int64)
+    try:
+        ids, codes, log_tail = fmt.coder.decode(row[CODED_COLUMN], next_tokens, fmt.k)
+    except ValueError as err:
+        raise DataError(
+            f"soft labels row {row.get('id', '?')}: {CODED_COLUMN} does not decode ({err})"
+        ) from None
+    kept = ids != PAD_ID
+    if (codes[kept] < 0).any() or (codes[kept] >= len(fmt.quantiser.table)).any():
+        raise DataError(
+            f"soft labels row {row.get('id', '?')}: {CODED_COLUMN} decodes to log-prob codes outside the quantiser's"
+        )
+    logprobs = np.full(ids.shape, -np.inf, dtype=np.float32)
+    logprobs[kept] = fmt.quantiser.table[codes[kept]]
+    return ids.astype(np.int32), logprobs, log_tail
+
+
+def code_soft_labels(
+    rows: list[dict[str, Any]], fmt: SoftLabelFormat
+) -> tuple[list[dict[str, Any]], SoftLabelFormat]:
+    """Format 3 of `rows` stored in `fmt` (q8 log-probs): frequency tables fitted to all of them, and each row with
+    its soft labels coded by them (its other columns kept). Format 3 stores one position per token after
+    completion_start: a row with another count is a `DataError`."""
+    streams = []
+    for row in rows:
+        ids, logprobs, log_tail = decode_soft_labels(row, fmt)
+        next_tokens = np.asarray(row["input_ids"][row["completion_start"] :], dtype=np.int64)
+        if len(next_tokens) != len(ids):
+            raise DataError(
+                f"soft labels row {row.get('id', '?')}: {len(ids)} stored positions, but input_ids has "
+                f"{len(next_tokens)} tokens after completion_start={row['completion_start']}"
+            )
+        slots = (ids != PAD_ID).sum(axis=1)
+        streams.append(row_streams(ids, fmt.quantiser.encode(logprobs), slots, next_tokens, log_tail))
+    coded = replace(fmt, version=FORMAT_VERSION, coder=SoftLabelCoder.fit(streams))
+    replaced = set(fmt.columns) - set(SEQUENCE_COLUMNS)
+    return [
+        {c: v for c, v in row.items() if c not in replaced} | {CODED_COLUMN: coded.coder.encode(row_stream)}
+        for row, row_stream in zip(rows, streams, strict=True)
+    ], coded
 
 
 def keep_first_slots(

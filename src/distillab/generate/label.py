@@ -5,6 +5,7 @@ Also run by `distillab generate --soft_labels_k K` right after the hard labels a
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from distillab.data.hardlabels import (
     SCHEMA,
     ShardStore,
     load_hard_labels,
+    parquet_options,
     push_to_hub,
     read_metadata,
     write_card,
@@ -35,6 +37,7 @@ from distillab.data.softlabels import (
     TAIL_COLUMN,
     SoftLabelFormat,
     adaptive_slots,
+    code_soft_labels,
     decode_soft_labels,
     log_tail_after,
 )
@@ -206,10 +209,12 @@ def label(config: LabelConfig) -> Path:
         scorer.close()
     soft = store.rows()
     merged = [{**row, **{c: soft[row["id"]][c] for c in fmt.columns}} for row in rows]
-    files = write_dataset(output_dir, merged, schema=full_schema(fmt))
+    # one set of frequency tables for the whole dataset: a --shard run leaves the coding to --merge
+    coded, written = code_soft_labels(merged, fmt) if fmt.quantiser and not shard else (merged, fmt)
+    files = write_dataset(output_dir, coded, schema=full_schema(written))
     metadata = read_metadata(output_dir)
     metadata["soft_labels"] = {
-        **_soft_metadata(config, teacher, fmt, teacher_tokenizer, merged, files),
+        **_soft_metadata(config, teacher, written, teacher_tokenizer, coded, files),
         "fingerprint": fingerprint,
     }
     max_error = max(row[QUANTISATION_ERROR] for row in soft.values())
@@ -350,16 +355,19 @@ def _soft_metadata(config, teacher, fmt: SoftLabelFormat, fingerprint, rows, fil
         "logprob_mode": "raw log-softmax of the logits at temperature 1, before any sampling processing",
         "alignment": ALIGNMENT,
         "tail": TAIL[fmt.version],
-        **soft_statistics(rows, files),
+        **soft_statistics(rows, files, fmt),
     }
 
 
-def soft_statistics(rows: list[dict], files: list[Path]) -> dict[str, Any]:
-    """The soft-label metadata entries computed from the finished rows and their data files."""
+def soft_statistics(rows: list[dict], files: list[Path], fmt: SoftLabelFormat) -> dict[str, Any]:
+    """The soft-label metadata entries computed from the finished rows, their data files and their format:
+    bytes/token counts the data files' soft-label bytes and the format's frequency tables (format 3)."""
     scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
+    table_bytes = len(json.dumps(fmt.coder.to_metadata())) if fmt.coder else 0
     return {
         "scored_tokens": scored_tokens,
-        "bytes_per_token": _soft_bytes(rows, files) / max(scored_tokens, 1),
+        "bytes_per_token": (_soft_bytes(rows, files) + table_bytes) / max(scored_tokens, 1),
+        "table_bytes": table_bytes,
     }
 
 
@@ -431,7 +439,7 @@ def _soft_bytes(rows: list[dict], files: list[Path]) -> int:
     """On-disk bytes the soft labels add: the data files minus the same rows written without them."""
     hard = pa.Table.from_pylist([{c: r[c] for c in SCHEMA.names} for r in rows], schema=SCHEMA)
     sink = pa.BufferOutputStream()
-    pq.write_table(hard, sink)
+    pq.write_table(hard, sink, **parquet_options(SCHEMA))
     return sum(f.stat().st_size for f in files) - sink.getvalue().size
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distillab.data.cards import render_hard_label_card
 from distillab.data.hardlabels import SCHEMA, read_metadata, write_card, write_dataset, write_metadata
-from distillab.data.softlabels import SoftLabelFormat
+from distillab.data.softlabels import ROW_FORMAT, SoftLabelFormat, code_soft_labels
 from distillab.errors import ConfigError
 from distillab.fileio import utc_timestamp
 from distillab.generate.label import fidelity, full_schema, soft_statistics
@@ -28,10 +28,13 @@ def merge(config: MergeConfig) -> Path:
         raise ConfigError(f"output_dir {output_dir} holds another dataset; choose another --output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     soft = metadata.get("soft_labels")
-    schema = (
-        full_schema(SoftLabelFormat.from_metadata(soft, f"{folders[0]}/distillab.json")) if soft else SCHEMA
-    )
-    files = write_dataset(output_dir, rows, schema=schema)
+    fmt = SoftLabelFormat.from_metadata(soft, f"{folders[0]}/distillab.json") if soft else None
+    coded = rows
+    if (
+        fmt and fmt.quantiser and fmt.version == ROW_FORMAT
+    ):  # the shards' q8 rows, coded with tables of them all
+        coded, fmt = code_soft_labels(rows, fmt)
+    files = write_dataset(output_dir, coded, schema=full_schema(fmt) if fmt else SCHEMA)
     merged = {key: value for key, value in metadata.items() if key != "shard"}
     merged.update(rows=len(rows), created_at=utc_timestamp(), merged_from=[str(f) for f in folders])
     if "truncation_rate" in metadata:  # a generate run's statistics (a Hub dataset's label shards lack them)
@@ -41,7 +44,7 @@ def merge(config: MergeConfig) -> Path:
             "used": len(rows) // metadata["generation"]["num_generations"],
         }
     if soft:
-        merged["soft_labels"] = {**soft, **soft_statistics(rows, files)}
+        merged["soft_labels"] = {**soft, "format": fmt.to_metadata(), **soft_statistics(coded, files, fmt)}
         merged["soft_labels"]["fidelity"] = _merged_fidelity(folders, rows, merged["soft_labels"])
     write_card(output_dir, render_hard_label_card(merged))
     write_metadata(output_dir, merged)

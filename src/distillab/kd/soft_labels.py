@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import METADATA_NAME
 from distillab.data.softlabels import (
-    BASE_COLUMNS,
     PAD_ID,
     SoftLabelFormat,
     decode_soft_labels,
@@ -43,14 +42,14 @@ def soft_label_metadata(
     dataset: str, metadata: dict[str, Any] | None, schema: pa.Schema
 ) -> tuple[dict[str, Any], SoftLabelFormat]:
     """The dataset's `soft_labels` metadata and the format it declares, checked to describe complete soft labels
-    whose columns in `schema` have the declared types (else a one-line error naming distillab.json)."""
+    whose columns in `schema` are there with the declared types (else a one-line error naming distillab.json)."""
     soft = (metadata or {}).get("soft_labels")
-    if not soft or not soft.get("complete") or any(c not in schema.names for c in BASE_COLUMNS):
-        raise DataError(
-            f"{dataset} has no complete soft labels (distillab.json soft_labels, columns {', '.join(BASE_COLUMNS)}): "
-            f"run `distillab label --dataset {dataset}` first, or use --teacher_mode online"
-        )
     where = str(Path(dataset) / METADATA_NAME)
+    if not soft or not soft.get("complete"):
+        raise DataError(
+            f"{dataset} has no complete soft labels (distillab.json soft_labels): run `distillab label --dataset "
+            f"{dataset}` first, or use --teacher_mode online"
+        )
     soft_format = SoftLabelFormat.from_metadata(soft, where)
     soft_format.check_schema(schema, where)
     return soft, soft_format
