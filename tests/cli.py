@@ -12,8 +12,21 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+# A test's Ray head and its drivers agree on no token auth: with RAY_AUTH_MODE unset, Ray turns token auth on for
+# any process that finds ~/.ray/auth_token (left by any earlier local ray.init), and a head started before the
+# file existed then refuses the driver ("Failed to connect to Ray cluster").
+RAY_AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        **RAY_AUTH,
+        **extra,
+    }
 
 
 def run_distillab(*argv: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

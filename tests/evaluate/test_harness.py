@@ -10,7 +10,7 @@ import yaml
 
 from distillab import devices
 from distillab.errors import ConfigError
-from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
+from distillab.evaluate.config import DEFAULT_LM_EVAL_TASKS, LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.harness import (
     local_task_docs,
     model_args,
@@ -180,7 +180,7 @@ def test_vllm_backend_scores_the_offline_tasks_as_the_hf_backend(tmp_path, tiny_
         assert result.returncode == 0, result.stderr[-3000:]
         results[backend] = json.loads((output_dir / "results.json").read_text())["models"]
     for hf, vllm in zip(results["hf"], results["vllm"], strict=True):
-        assert vllm["lm_eval"] == hf["lm_eval"] and set(hf["lm_eval"]) == set(LOCAL_TASKS)
+        assert vllm["lm_eval"] == hf["lm_eval"] and set(hf["lm_eval"]) == set(DEFAULT_LM_EVAL_TASKS)
         assert vllm["lm_eval_runs"]["distillab_arithmetic"]["model_args"]["batch_size"] == "auto"
         hf_texts, vllm_texts = (
             [s["resps"][0][0] for s in samples(m, "distillab_arithmetic")] for m in (hf, vllm)
