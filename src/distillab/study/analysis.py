@@ -308,7 +308,7 @@ class Matched:
     first: str
     second: str
     teacher: str  # the teacher of most `first` runs (`first` distils)
-    tokens: float  # the largest D both methods share
+    tokens: float  # `first`'s D at the largest budget both methods share
     sizes: int  # matched student sizes N at that D
     gap: float  # mean loss(second) - loss(first) there: > 0 means `first` is better
 
