@@ -9,15 +9,25 @@ import pytest
 
 from distillab.errors import ConfigError
 from distillab.scaling.flops import distillation_flops, forward_flops_per_token, student_tokens_for_budget
-from distillab.scaling.laws import BUSBRIDGE2025, distillation_loss, supervised_loss
+from distillab.scaling.laws import (
+    BUSBRIDGE2025,
+    CoefficientSet,
+    DistillationCoefficients,
+    SupervisedCoefficients,
+    distillation_loss,
+    supervised_loss,
+)
 from distillab.scaling.plan import (
+    PAPER_BOUNDS,
     Teacher,
     best_existing_teacher,
     cheapest_teacher,
     compute_optimal_plan,
     crossover_tokens,
+    distillation_wins,
     optimal_teacher_loss,
 )
+from tests import textbook
 
 COEFS = BUSBRIDGE2025
 PAID_SCENARIOS = ["teacher-inference", "teacher-pretraining", "teacher-pretraining-inference"]
@@ -139,6 +149,48 @@ def test_crossover_edge_cases():
     # With a very narrow token range inside the winning region, it wins throughout.
     inside = crossover_tokens(1e9, 1.9) / 10
     assert crossover_tokens(1e9, 1.9, token_range=(inside / 2, inside)) == math.inf
+
+
+# The CPU study's soft_data fit of 2026-11-30 (report.md, rounded): distilling loses on few tokens, wins in a
+# middle range, loses again past it — not the paper's one crossover.
+STUDY_SUPERVISED = {"E": 1.08e-10, "A": 176.0, "B": 39.56, "alpha": 0.5875, "beta": 0.1895, "gamma": 1.051}
+STUDY_SOFT_DATA = {
+    **{"A": 2.76, "B": 28.81, "alpha": 0.1642, "beta": 0.2346, "gamma": 3.395},
+    **{"c0": 2.118, "c1": 522.6, "f1": 0.09, "d1": 1.315},
+}
+
+
+def test_distillation_wins_finds_a_middle_range():
+    """Before: crossover_tokens was the study's only answer, and it said "never" whenever distillation lost on
+    the fewest tokens, although these laws have it win between two crossings."""
+    from scipy.optimize import brentq
+
+    coefficients = CoefficientSet(
+        "study", SupervisedCoefficients(**STUDY_SUPERVISED), DistillationCoefficients(**STUDY_SOFT_DATA)
+    )
+    params, teacher_loss, token_range = 26_624, 3.1579, (9_600.0, 8e6)
+
+    def advantage(log_d):  # float64, as printed: < 0 where distillation wins
+        d = math.exp(log_d)
+        return textbook.distillation_loss(
+            params, d, teacher_loss, STUDY_SUPERVISED, STUDY_SOFT_DATA
+        ) - textbook.supervised_loss(params, d, STUDY_SUPERVISED)
+
+    assert advantage(math.log(1e4)) > 0 > advantage(math.log(2e5)) and advantage(math.log(8e6)) > 0
+    enter = math.exp(brentq(advantage, math.log(1e4), math.log(2e5)))
+    leave = math.exp(brentq(advantage, math.log(2e5), math.log(8e6)))
+
+    ((start, end),) = distillation_wins(params, teacher_loss, coefficients, token_range)
+    assert start == pytest.approx(enter, rel=1e-6) and end == pytest.approx(leave, rel=1e-6)
+    assert crossover_tokens(params, teacher_loss, coefficients, token_range) == 0.0  # no win at the low end
+
+
+def test_distillation_wins_at_the_ends_of_the_range():
+    low_end = crossover_tokens(1e9, 1.9)
+    assert distillation_wins(1e9, 1.9) == [(PAPER_BOUNDS[0], pytest.approx(low_end))]
+    assert distillation_wins(1e9, 20.0) == []
+    inside = (low_end / 20, low_end / 10)
+    assert distillation_wins(1e9, 1.9, token_range=inside) == [inside]
 
 
 def test_optimal_teacher_loss_is_above_the_irreducible_loss():

@@ -299,3 +299,20 @@ def test_crossovers_carry_a_caution_when_the_supervised_law_misses_its_held_out_
     assert caution.startswith("Caution: the supervised law misses its held-out runs by 10.63% (median)")
     assert crossover_caution({"supervised": SimpleNamespace(median_error=0.012)}) == []
     assert crossover_caution({}) == []
+
+
+def test_a_crossover_inside_the_range_is_said_as_a_range():
+    """Fitted laws can have distillation lose on few tokens and win later (the CPU study's soft_data): the
+    verdict said "does not beat supervised training at any D" before, against its own measured runs."""
+    from distillab.study.analysis import Crossover, crossover_sentence
+
+    def sentence(wins):
+        return crossover_sentence(Crossover("soft_data", "T1", 3.158, 26_624, wins, (9_600.0, 8e6)))
+
+    who = "By the fitted laws, soft_data distillation of the N = 2.66e+04 student from T1 (L_T = 3.158)"
+    assert sentence([(48_000.0, 1.4e6)]) == (
+        f"{who} beats supervised training for D ≈ 48,000–1,400,000 tokens (searched in [9,600, 8,000,000])."
+    )
+    assert sentence([(9_600.0, 8e6)]) == f"{who} beats supervised training at every D in [9,600, 8,000,000]."
+    assert sentence([(9_600.0, 20_000.0)]) == f"{who} beats supervised training up to D ≈ 20,000 tokens."
+    assert sentence([]) == f"{who} does not beat supervised training at any D in [9,600, 8,000,000]."

@@ -41,6 +41,7 @@ from distillab.scaling.plan import (
     best_existing_teacher,
     compute_optimal_plan,
     crossover_tokens,
+    distillation_wins,
     optimal_teacher_loss,
 )
 from distillab.scaling.runs import Runs, load_runs, save_runs, synthetic_runs
@@ -66,6 +67,7 @@ __all__ = [
     "crossover_tokens",
     "distillation_flops",
     "distillation_loss",
+    "distillation_wins",
     "exact_flops_per_token",
     "fit_coefficients",
     "fit_distillation",

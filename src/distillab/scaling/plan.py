@@ -320,17 +320,15 @@ def best_existing_teacher(
     return sorted(plans, key=lambda plan: plan.student_loss)
 
 
-def crossover_tokens(
+def distillation_wins(
     student_params: float,
     teacher_loss: float,
     coefficients: CoefficientSet | str = "busbridge2025",
     token_range: tuple[float, float] = PAPER_BOUNDS,
-) -> float:
-    """Up to how many tokens distilling this student from a teacher of loss L_T beats training it on as many
-    tokens of data: the D_S where L_S(N_S, D_S, L_T) = L(N_S, D_S).
-
-    Returns 0.0 when distillation never wins in `token_range`, inf when it wins throughout.
-    """
+) -> list[tuple[float, float]]:
+    """The token ranges, within `token_range`, where distilling this student from a teacher of loss L_T beats
+    training it on as many tokens of data (Eq. 8 below Eq. 1). An end is a crossing L_S = L (solved to 1e-12 in
+    log D) or an end of `token_range`; fitted laws need not have the paper's one crossing."""
     student_params = require_positive("student params", student_params)
     teacher_loss = require_positive("teacher loss", teacher_loss)
     coefficients = load_coefficients(coefficients)
@@ -341,10 +339,29 @@ def crossover_tokens(
         return distilled - supervised_log_loss(student_params, tokens, coefficients.supervised)
 
     grid = np.linspace(*np.log(token_range), 256)
-    signs = advantage(grid) < 0
-    if not signs[0]:
+    wins = advantage(grid) < 0
+    edges = [token_range[0]] if wins[0] else []
+    for i in np.flatnonzero(wins[1:] != wins[:-1]) + 1:
+        edges.append(float(np.exp(brentq(lambda t: float(advantage(t)), grid[i - 1], grid[i], xtol=1e-12))))
+    if wins[-1]:
+        edges.append(token_range[1])
+    return list(zip(edges[::2], edges[1::2], strict=True))
+
+
+def crossover_tokens(
+    student_params: float,
+    teacher_loss: float,
+    coefficients: CoefficientSet | str = "busbridge2025",
+    token_range: tuple[float, float] = PAPER_BOUNDS,
+) -> float:
+    """Up to how many tokens distilling this student from a teacher of loss L_T beats training it on as many
+    tokens of data: the D_S where L_S(N_S, D_S, L_T) = L(N_S, D_S), the paper's crossover.
+
+    Returns 0.0 when distillation does not win at the low end of `token_range` (`distillation_wins` gives every
+    range where it does), inf when it wins throughout.
+    """
+    wins = distillation_wins(student_params, teacher_loss, coefficients, token_range)
+    if not wins or wins[0][0] != token_range[0]:
         return 0.0
-    if signs.all():
-        return math.inf
-    i = int(np.argmin(signs))  # first token count where supervised wins
-    return float(np.exp(brentq(lambda t: float(advantage(t)), grid[i - 1], grid[i], xtol=1e-12)))
+    end = wins[0][1]
+    return math.inf if end == token_range[1] else end

@@ -31,8 +31,8 @@ from distillab.scaling import (
     LawFit,
     Runs,
     Scenario,
-    crossover_tokens,
     distillation_loss,
+    distillation_wins,
     fit_coefficients,
     save_coefficients,
     supervised_loss,
@@ -344,13 +344,13 @@ def matched(runs: list[StudyRun], first: str, second: str) -> Matched | None:
 
 @dataclass(frozen=True)
 class Crossover:
-    """Up to which D the fitted laws have a distilled student beat the same student trained on data."""
+    """Where, by the fitted laws, a distilled student beats the same student trained on data."""
 
     method: str
     teacher: str
     teacher_loss: float
     params: float
-    tokens: float  # 0: never in `token_range`, inf: throughout
+    wins: list[tuple[float, float]]  # the token ranges where distillation wins, within token_range
     token_range: tuple[float, float]
 
 
@@ -358,8 +358,8 @@ def crossover(fit: MethodFit, runs: list[StudyRun]) -> Crossover:
     teacher, teacher_loss, params = fit.main_setting()
     tokens = [r.student_tokens for r in runs]
     token_range = (min(tokens) / 10, max(tokens) * 10)
-    at = crossover_tokens(params, teacher_loss, fit.coefficients, token_range=token_range)
-    return Crossover(fit.method, teacher, teacher_loss, params, at, token_range)
+    wins = distillation_wins(params, teacher_loss, fit.coefficients, token_range=token_range)
+    return Crossover(fit.method, teacher, teacher_loss, params, wins, token_range)
 
 
 @dataclass(frozen=True)
@@ -445,12 +445,18 @@ def matched_sentence(m: Matched) -> str:
 
 def crossover_sentence(c: Crossover) -> str:
     who = f"{c.method} distillation of the N = {c.params:.3g} student from {c.teacher} (L_T = {c.teacher_loss:.3f})"
-    low, high = (_tokens(t) for t in c.token_range)
-    if c.tokens == 0:
-        return f"By the fitted laws, {who} does not beat supervised training at any D in [{low}, {high}]."
-    if math.isinf(c.tokens):
-        return f"By the fitted laws, {who} beats supervised training at every D in [{low}, {high}]."
-    return f"By the fitted laws, {who} beats supervised training up to D ≈ {_tokens(c.tokens)} tokens."
+    low, high = c.token_range
+    searched = f"[{_tokens(low)}, {_tokens(high)}]"
+    if not c.wins:
+        return f"By the fitted laws, {who} does not beat supervised training at any D in {searched}."
+    if c.wins == [(low, high)]:
+        return f"By the fitted laws, {who} beats supervised training at every D in {searched}."
+    if len(c.wins) == 1 and c.wins[0][0] == low:
+        return (
+            f"By the fitted laws, {who} beats supervised training up to D ≈ {_tokens(c.wins[0][1])} tokens."
+        )
+    ranges = " and ".join(f"{_tokens(a)}–{_tokens(b)}" for a, b in c.wins)
+    return f"By the fitted laws, {who} beats supervised training for D ≈ {ranges} tokens (searched in {searched})."
 
 
 def iso_flop_sentence(iso: IsoFlop) -> str:
