@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -39,6 +40,10 @@ def first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def interrupted_line(signum: int) -> str:
+    return f"interrupted by {signal.Signals(signum).name}: finished work is kept; re-run the same command to resume"
+
+
 def exit_on_user_error(main: F) -> F:
     """Decorate a CLI entry point: DistillabError -> `error: ...` on stderr and exit 2; Ctrl-C or SIGTERM ->
     `interrupted ...` on stderr and exit 130 / 143, with what is done kept (distillab.interrupts)."""
@@ -53,10 +58,7 @@ def exit_on_user_error(main: F) -> F:
             raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt as err:
             signum = stop_signal(err)
-            print(
-                f"interrupted by {signum.name}: finished work is kept; re-run the same command to resume",
-                file=sys.stderr,
-            )
+            print(interrupted_line(signum), file=sys.stderr)
             raise SystemExit(128 + signum) from None
 
     return wrapper  # type: ignore[return-value]

@@ -105,11 +105,22 @@ def live(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)]
+    ("signum", "to_group", "exit_code"),
+    [
+        (signal.SIGINT, True, 130),
+        (signal.SIGTERM, False, 143),
+        (signal.SIGTERM, True, 143),
+        (signal.SIGKILL, False, -signal.SIGKILL),
+    ],
+    ids=["ctrl-c", "kill", "kill-group", "kill-9"],
 )
-def test_stopped_run_leaves_no_worker_and_resumes(tmp_path, tiny_teacher, hard_label_dir, signum, exit_code):
-    """Ctrl-C (to the terminal's process group), `kill` and `kill -9` (to the parent only) stop generate: no
-    distilabel worker outlives it, the flushed shards stay, and a relaunch completes without regenerating them."""
+def test_stopped_run_leaves_no_worker_and_resumes(
+    tmp_path, tiny_teacher, hard_label_dir, signum, to_group, exit_code
+):
+    """Ctrl-C (to the terminal's process group), `kill` and `kill -9` (to the parent only) and a SIGTERM to the
+    whole process group (`timeout`, a batch scheduler: before, it killed distilabel's workers and manager, and
+    generate hung for good) stop generate: no distilabel worker outlives it, the flushed shards stay, and a
+    relaunch completes without regenerating them."""
     output_dir = tmp_path / "stopped"
     argv = [
         sys.executable,
@@ -136,7 +147,7 @@ def test_stopped_run_leaves_no_worker_and_resumes(tmp_path, tiny_teacher, hard_l
             time.sleep(0.05)
         workers = psutil.Process(process.pid).children(recursive=True)
         assert workers, "distilabel started no worker process"
-        (os.killpg if signum == signal.SIGINT else os.kill)(process.pid, signum)
+        (os.killpg if to_group else os.kill)(process.pid, signum)
         # each step finishes its batch before the stop: slow on a loaded machine
         assert process.wait(timeout=300) == exit_code
         deadline = time.time() + 30

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from distillab.generate.config import GenerateConfig
@@ -72,3 +75,38 @@ def test_a_step_worker_that_survives_sigterm_does_not_hang_the_teardown(tmp_path
         pytest.fail("the teardown hung on a worker that survives SIGTERM")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "torn down"
+
+
+def test_a_stop_while_the_steps_load_does_not_hang(tmp_path):
+    """distilabel holds its stop lock while it waits for a stage's steps to load, until they load or the stop
+    flag is set. A SIGTERM to the whole process group (`timeout`, a batch scheduler) killed the loading vLLM
+    worker, so the steps never loaded, and the stop handler blocked on that lock: `generate` hung for good
+    (seen here: still alive 35 minutes after `timeout`'s SIGTERM). The handler now sets the flag that ends the
+    wait and returns."""
+    import threading
+
+    from distillab.generate.pipeline import StoppablePipeline
+
+    pipeline = StoppablePipeline(name="loading", cache_dir=str(tmp_path / "cache"))
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    pipeline._handle_keyboard_interrupt()
+    stop = signal.getsignal(signal.SIGTERM)
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    waiting_for_steps = threading.Event()
+
+    def wait_for_steps_to_load():  # distilabel's loop in _run_stage_steps_and_wait, steps that never load
+        with pipeline._stop_called_lock:
+            waiting_for_steps.set()
+            while not pipeline._stop_called:
+                time.sleep(0.05)
+
+    loader = threading.Thread(target=wait_for_steps_to_load, daemon=True)
+    loader.start()
+    assert waiting_for_steps.wait(10)
+    handler = threading.Thread(target=stop, args=(signal.SIGTERM, None), daemon=True)
+    handler.start()
+    handler.join(10)
+    loader.join(10)
+    assert not handler.is_alive(), "the stop handler blocked on distilabel's stop lock"
+    assert not loader.is_alive() and pipeline.stopped_by == signal.SIGTERM

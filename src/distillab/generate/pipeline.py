@@ -16,7 +16,9 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from distilabel.utils.logging import stop_logging
 from pydantic import PrivateAttr
 
 from distillab.data.hardlabels import ShardStore
-from distillab.errors import EngineError, first_line
+from distillab.errors import EngineError, first_line, interrupted_line
 from distillab.generate.config import GenerateConfig, ScaleOutConfig
 from distillab.generate.label import LabelConfig
 from distillab.generate.registry import ENGINES
@@ -38,6 +40,10 @@ from distillab.interrupts import Interrupted
 
 TEACHER_STEP = "teacher"
 TEARDOWN_GRACE_S = 30.0  # after distilabel's SIGTERM to its step workers, SIGKILL for those still alive
+WORKER_DEATH_WATCH_S = (
+    5.0  # after a stop signal: a step worker or the manager dying meanwhile was killed by it
+)
+STOP_LOCK_WAIT_S = 1.0  # distilabel takes its stop lock briefly, except while a stage's steps load
 
 
 def contract_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -111,19 +117,51 @@ class StoppablePipeline(Pipeline):
     signal so that the run ends as interrupted."""
 
     stopped_by: int | None = None
+    _teardown_started: bool = False
 
     def _handle_keyboard_interrupt(self) -> Any:  # distilabel's hook, called once the workers are up
         def stop(signum: int, frame: Any) -> None:
+            if self.stopped_by is None:
+                self._watch_for_killed_workers(signum)
             self.stopped_by = self.stopped_by or signum
-            self._stop()
+            if self._stop_called_lock.acquire(timeout=STOP_LOCK_WAIT_S):
+                self._stop_called_lock.release()
+                self._stop()
+            else:
+                # distilabel's wait for a stage's steps to load holds this lock until they load or it sees
+                # the stop flag; a SIGTERM to the whole process group kills the loading worker, so they never
+                # load, and _stop (which takes the lock) hung the run forever. The flag ends the wait; the run
+                # then ends as a failed load, and the teardown stops the workers.
+                self._stop_called = True
 
         signal.signal(signal.SIGTERM, stop)
         return signal.signal(signal.SIGINT, stop)
+
+    def _watch_for_killed_workers(self, signum: int) -> None:
+        """A stop signal sent to the whole process group (`timeout`, a batch scheduler) also reaches distilabel's
+        step workers and its manager, which die of it; distilabel's graceful stop then waits on them for good
+        (its pool's shutdown blocks on a queue lock a killed worker held). If one of them dies within
+        WORKER_DEATH_WATCH_S of the signal, before the teardown began, this process exits at once: finished
+        batches are in the shards, and the workers left die with it (distillab.interrupts)."""
+        processes = [*(getattr(self._pool, "_pool", None) or []), getattr(self._manager, "_process", None)]
+        processes = [p for p in processes if p is not None]
+
+        def exit_if_one_died() -> None:
+            deadline = time.monotonic() + WORKER_DEATH_WATCH_S
+            while time.monotonic() < deadline and not self._teardown_started:
+                if any(p.exitcode is not None for p in processes):
+                    # on a line of its own: a killed worker's progress bar ends without one
+                    print(f"\n{interrupted_line(signum)}", file=sys.stderr, flush=True)
+                    os._exit(128 + signum)
+                time.sleep(0.1)
+
+        threading.Thread(target=exit_if_one_died, name="killed-worker-watch", daemon=True).start()
 
     def _teardown(self) -> None:
         """distilabel's teardown SIGTERMs the step workers and joins them; a worker that survives SIGTERM (a
         handler a step's library installed in it, e.g. vLLM's) hung the run there after every row was written.
         Workers still alive TEARDOWN_GRACE_S later get SIGKILL: all they had is in the shards by then."""
+        self._teardown_started = True
         workers = list(getattr(self._pool, "_pool", None) or [])
         finished = threading.Event()
 
@@ -286,9 +324,12 @@ def _execute(pipeline: BasePipeline, inputs: list[dict[str, Any]], batch_size: i
     with _distilabel_process_state():
         try:
             pipeline.run(dataset=inputs, dataset_batch_size=batch_size, use_cache=False)
-        except RuntimeError as err:  # a step failed to load: distilabel logged it above
-            cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
-            raise EngineError(f"{engine} failed{cause}") from None
+        except (
+            RuntimeError
+        ) as err:  # a step failed to load (distilabel logged it above), or a stop ended the load
+            if not getattr(pipeline, "stopped_by", None):
+                cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
+                raise EngineError(f"{engine} failed{cause}") from None
         except SystemExit:  # distilabel exits on a second stop signal
             if not getattr(pipeline, "stopped_by", None):
                 raise
@@ -303,6 +344,8 @@ def _distilabel_process_state() -> Iterator[None]:
     (left running, it prints a traceback once the queue is gone at exit)."""
     root_handlers = list(logging.getLogger().handlers)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    excepthook = threading.excepthook
+    threading.excepthook = _quiet_when_the_manager_is_gone
     try:
         yield
     finally:
@@ -310,3 +353,11 @@ def _distilabel_process_state() -> Iterator[None]:
         logging.getLogger().handlers = root_handlers
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        threading.excepthook = excepthook
+
+
+def _quiet_when_the_manager_is_gone(args: threading.ExceptHookArgs) -> None:
+    """distilabel's queue threads fail with EOFError / ConnectionError once its manager process is dead, which
+    only a signal to the whole process group does: the stop then ends the run with its one line, no traceback."""
+    if not issubclass(args.exc_type, EOFError | ConnectionError):
+        threading.__excepthook__(args)
