@@ -143,7 +143,8 @@ class StoppablePipeline(Pipeline):
         (its pool's shutdown blocks on a queue lock a killed worker held). If one of them dies within
         WORKER_DEATH_WATCH_S of the signal, before the teardown began, this process exits at once: finished
         batches are in the shards, and the workers left die with it (distillab.interrupts)."""
-        processes = [*(getattr(self._pool, "_pool", None) or []), getattr(self._manager, "_process", None)]
+        pool, manager = getattr(self, "_pool", None), getattr(self, "_manager", None)
+        processes = [*(getattr(pool, "_pool", None) or []), getattr(manager, "_process", None)]
         processes = [p for p in processes if p is not None]
 
         def exit_if_one_died() -> None:
