@@ -75,19 +75,36 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
         print("  ".join([first[0].ljust(first[1]), *(cell.rjust(width) for cell, width in rest)]))
 
 
-def training_clock():
-    """A TrainerCallback timing the training loop (first to last step) in wall and process CPU seconds."""
+def training_clock(warmup_steps: int = 0):
+    """A TrainerCallback timing the training loop in wall and process CPU seconds, from the end of step
+    `warmup_steps` (0: the first step's start; on a GPU the first steps also pay CUDA's start-up) to the last
+    step's end; `steps` is how many steps it timed. On a GPU the clock waits for the queued work at both ends."""
     from transformers import TrainerCallback
 
     class TrainingClock(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = (time.perf_counter(), time.process_time())
+            if not warmup_steps:
+                self.start = _clock_reading()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if warmup_steps and state.global_step == warmup_steps:
+                self.start = _clock_reading()
 
         def on_train_end(self, args, state, control, **kwargs):
-            self.wall = time.perf_counter() - self.start[0]
-            self.cpu = time.process_time() - self.start[1]
+            end = _clock_reading()
+            self.wall, self.cpu = (end[i] - self.start[i] for i in range(2))
+            self.steps = state.global_step - warmup_steps
 
     return TrainingClock()
+
+
+def _clock_reading() -> tuple[float, float]:
+    """(wall, process CPU) seconds, once the GPU (if in use) has finished its queued work."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter(), time.process_time()
 
 
 def tiny_teacher() -> Path:

@@ -1,6 +1,6 @@
 """Benchmark: peak memory and time of one KD loss step (forward + backward), loss only, on synthetic logits.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.kd_loss_memory [--vocab 32768] [--length 2048]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.kd_loss_memory [--vocab 32768] [--length 2048] [--device cuda]
 
 Variants, each on the same float32 student logits [batch, length, vocab] (requires_grad), all tokens but the
 last supervised:
@@ -15,8 +15,10 @@ Memory method: every variant runs in a fresh subprocess. After the inputs are al
 baseline is the process's peak resident set size so far (getrusage ru_maxrss, checked to equal the current RSS
 from /proc/self/statm); after one forward + backward the peak is read again. The difference is the step's peak
 memory above its inputs, including the gradient w.r.t. the student logits that every variant must produce.
-ru_maxrss is the kernel's high-water mark, so short-lived temporaries count. Then the step is timed again
-(best of --repeats, gradients reset in between).
+ru_maxrss is the kernel's high-water mark, so short-lived temporaries count. With --device cuda the tensors live
+on the GPU and the same difference is read from PyTorch's allocator: its peak allocated bytes during the step
+(reset after the inputs) minus the bytes allocated before it. Then the step is timed again (best of --repeats,
+gradients reset in between; on the GPU after its queued work has finished).
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def _peak_rss() -> int:
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """The variant's inputs, made on the CPU (the same numbers on every device) and moved to --device."""
     generator = torch.Generator().manual_seed(0)
     shape = (args.batch, args.length, args.vocab)
-    student = torch.randn(shape, generator=generator).mul_(2).requires_grad_()
+    student = torch.randn(shape, generator=generator).mul_(2)
     labels = torch.randint(0, args.vocab, shape[:2], generator=generator)
     labels[:, -1] = IGNORE_INDEX
     inputs = {"student": student, "labels": labels}
@@ -61,7 +64,26 @@ def _inputs(args: argparse.Namespace) -> dict[str, torch.Tensor]:
         )
         raw = torch.randn((*shape[:2], args.k), generator=generator)
         inputs["topk_logprobs"] = torch.log_softmax(raw, dim=-1) + torch.log(torch.tensor(0.9))  # 10% tail
+    inputs = {name: tensor.to(args.device) for name, tensor in inputs.items()}
+    inputs["student"].requires_grad_()
     return inputs
+
+
+def _memory_reading(device: str) -> tuple[int, int]:
+    """(peak, current) bytes: the process's resident set on the CPU, PyTorch's allocated bytes on a GPU."""
+    if device == "cpu":
+        return _peak_rss(), _current_rss()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+
+
+def _timed_step(variant: str, inputs: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(loss, seconds) of one step; `_step`'s `loss.item()` waits for the GPU's work."""
+    if inputs["student"].is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    loss = _step(variant, inputs)
+    return loss, time.perf_counter() - start
 
 
 def _step(variant: str, inputs: dict[str, torch.Tensor]) -> float:
@@ -91,17 +113,15 @@ def _step(variant: str, inputs: dict[str, torch.Tensor]) -> float:
 def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     inputs = _inputs(args)
-    baseline, current = _peak_rss(), _current_rss()
-    start = time.perf_counter()
-    loss = _step(args.side, inputs)
-    first = time.perf_counter() - start
-    peak = _peak_rss() - baseline
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    baseline, current = _memory_reading(args.device)
+    loss, first = _timed_step(args.side, inputs)
+    peak = _memory_reading(args.device)[0] - baseline
     seconds = []
     for _ in range(args.repeats):
         inputs["student"].grad = None
-        start = time.perf_counter()
-        _step(args.side, inputs)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(_timed_step(args.side, inputs)[1])
     result = {"variant": args.side, "loss": loss, "peak": peak, "slack": baseline - current}
     hand_back(result | {"first_s": first, "best_s": min(seconds, default=first)})
 
@@ -114,16 +134,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=64, help="top-k slots of the sparse variant")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps after the measured one")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tensors live")
     args = parser.parse_args(argv)
     if args.side:
         _child(args)
         return
 
-    options = {name: getattr(args, name) for name in ("vocab", "length", "batch", "k", "repeats", "threads")}
+    names = ("vocab", "length", "batch", "k", "repeats", "threads", "device")
+    options = {name: getattr(args, name) for name in names}
     logits_mib = args.batch * args.length * args.vocab * 4 / MIB
+    where = "CUDA GPU" if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
     print(
         f"loss-only step, batch {args.batch} x length {args.length} x vocab {args.vocab}, float32, "
-        f"{args.threads} thread(s); one student logits tensor = {logits_mib:.0f} MiB"
+        f"{where}; one student logits tensor = {logits_mib:.0f} MiB"
     )
     results = {variant: measure("bench.kd_loss_memory", variant, **options) for variant in VARIANTS}
     print_table(
