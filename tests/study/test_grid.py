@@ -24,14 +24,14 @@ def test_the_full_recipe_meets_the_issue_s_grid():
     supervised = [c for c in grid.cells if c.method == "supervised"]
     assert len({c.size for c in supervised}) >= 4 and len({c.budget for c in supervised}) >= 4
     assert max(c.budget for c in supervised) >= 8 * min(c.budget for c in supervised)
-    assert list(grid.teachers) == ["d_400k", "c_400k", "b_400k"]
+    assert list(grid.teachers) == ["d_800k", "c_800k", "b_800k"]
     for method in ("hard", "soft", "soft_data"):
         cells = [c for c in grid.cells if c.method == method]
-        from_first = [c for c in cells if c.teacher == "d_400k"]
+        from_first = [c for c in cells if c.teacher == "d_800k"]
         assert len({c.size for c in from_first}) == 3 and len({c.budget for c in from_first}) == 3
-        assert {c.teacher for c in cells if (c.size, c.budget) == ("a", 200000)} == set(grid.teachers)
+        assert {c.teacher for c in cells if (c.size, c.budget) == ("a", 400000)} == set(grid.teachers)
     # teacher cells first, in the order the recipe lists the teachers
-    assert names[:3] == ["supervised_d_400k", "supervised_c_400k", "supervised_b_400k"]
+    assert names[:3] == ["supervised_d_800k", "supervised_c_800k", "supervised_b_800k"]
 
 
 def test_quick_preset_replaces_the_grid_but_not_command_line_flags():
