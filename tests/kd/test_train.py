@@ -189,7 +189,7 @@ def _format_3_table(table: FrequencyTable) -> dict:
         return base64.b85encode(zlib.compress(data, 9)).decode()
 
     return {
-        "first": int(table.symbols[0]),
+        "first": int(table.symbols[0]) if len(table.symbols) else 0,
         "gaps": planes(np.diff(table.symbols) - 1),
         "counts": planes(table.counts - 1),
     }
