@@ -85,6 +85,12 @@ def _exp_golomb_widths(values: np.ndarray, order: int) -> np.ndarray:
     return 2 * (np.frexp(shifted.astype(np.float64))[1] - 1) + 1 - order
 
 
+def _best_order(values: np.ndarray) -> tuple[int, int]:
+    """The exp-Golomb order that codes `values` in the fewest bits, and those bits."""
+    bits = [int(_exp_golomb_widths(values, order).sum()) for order in range(MAX_ORDER + 1)]
+    return int(np.argmin(bits)), min(bits)
+
+
 class BitWriter:
     """Exp-Golomb codes of non-negative integers, most significant bit first, packed into bytes."""
 
@@ -100,8 +106,8 @@ class BitWriter:
         ]
 
     def write_best(self, values: np.ndarray) -> None:
-        """The order that codes `values` in the fewest bits, then `values` in it."""
-        order = min(range(MAX_ORDER + 1), key=lambda r: int(_exp_golomb_widths(values, r).sum()))
+        """The order that codes `values` in the fewest bits (`_best_order`), then `values` in it."""
+        order, _ = _best_order(values)
         self.write(np.array([order]))
         self.write(values, order)
 
@@ -461,10 +467,11 @@ def _write_counts(writer: BitWriter, counts: np.ndarray) -> None:
 
 
 def _bits(values: np.ndarray, order: int | None) -> int:
-    """Bits `BitWriter.write` (an order) or `write_best` (None) writes `values` in."""
-    if order is not None:
-        return int(_exp_golomb_widths(values, order).sum())
-    return min(int(_exp_golomb_widths(values, r).sum()) for r in range(MAX_ORDER + 1)) + 1
+    """Bits `BitWriter.write` (an order) or `write_best` (None: its order's code too) writes `values` in."""
+    if order is None:
+        order, bits = _best_order(values)
+        return bits + int(_exp_golomb_widths(np.array([order]), 0).sum())
+    return int(_exp_golomb_widths(values, order).sum())
 
 
 def _read_counts(reader: BitReader, size: int) -> np.ndarray:
