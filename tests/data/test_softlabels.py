@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distillab.data.hardlabels import write_dataset
-from distillab.data.softcoder import NEXT
+from distillab.data.softcoder import NEXT, BitReader, BitWriter, FrequencyTable, SoftLabelCoder, row_streams
 from distillab.data.softlabels import (
     BASE_COLUMNS,
     PAD_ID,
@@ -175,7 +178,7 @@ def test_bits_pack_and_unpack():
     [
         (
             lambda soft: soft["format"].update(version=7),
-            "format version 7 is not one this distillab reads (1, 2, 3)",
+            "format version 7 is not one this distillab reads (1, 2, 3, 4)",
         ),
         (lambda soft: soft["format"]["logprobs"].pop("step"), "missing 'step'"),
         (lambda soft: soft.update(vocab_size=70_000), "do not fit vocab_size 70000"),
@@ -226,13 +229,13 @@ def _greedy_rows(n_rows: int, k: int, vocab_size: int, mass: float | None, seed:
 
 @pytest.mark.parametrize("vocab_size", [3000, 200_000])
 @pytest.mark.parametrize("mass", [None, 0.9])
-def test_format_3_round_trip_is_lossless_and_within_the_declared_error(vocab_size, mass):
+def test_format_4_round_trip_is_lossless_and_within_the_declared_error(vocab_size, mass):
     """Coded rows decode to exactly what format 2 stores (ids, q8 log-probs, float32 tail bit for bit), hence
     within the declared quantisation error of the float64 log-probs; adaptive rows keep mass >= P or k slots."""
     k = 32
     fmt, rows, references = _greedy_rows(6, k, vocab_size, mass)
     coded_rows, coded = code_soft_labels(rows, fmt)
-    assert coded.to_metadata()["version"] == 3 and set(coded.columns) == {
+    assert coded.to_metadata()["version"] == 4 and set(coded.columns) == {
         "input_ids",
         "completion_start",
         "topk_coded",
@@ -261,7 +264,7 @@ def test_format_3_round_trip_is_lossless_and_within_the_declared_error(vocab_siz
         assert ((covered >= (mass or 1)) | (slots == k)).all()
 
 
-def test_format_3_stores_nothing_for_a_greedy_top_1():
+def test_format_4_stores_nothing_for_a_greedy_top_1():
     """The top-1 id is the sequence's next token at most positions: one symbol (NEXT) costs almost nothing."""
     fmt, rows, _ = _greedy_rows(4, 8, 3000, None)
     _, coded = code_soft_labels(rows, fmt)
@@ -272,7 +275,7 @@ def test_format_3_stores_nothing_for_a_greedy_top_1():
     assert first_ids.counts[first_ids.symbols.tolist().index(NEXT)] == positions - not_greedy
 
 
-def test_format_3_metadata_round_trips_and_a_bad_row_is_one_line():
+def test_format_4_metadata_round_trips_and_a_bad_row_is_one_line():
     fmt, rows, _ = _greedy_rows(3, 8, 3000, 0.9)
     coded_rows, coded = code_soft_labels(rows, fmt)
     soft = {"k": 8, "vocab_size": 3000, "format": coded.to_metadata()}
@@ -293,13 +296,16 @@ def test_format_3_metadata_round_trips_and_a_bad_row_is_one_line():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda coder: coder["tables"].pop("ids"), "missing 'ids'"),
-        (lambda coder: coder["tables"]["slots"].update(counts="AAAA"), "does not decompress"),
+        (lambda coder: coder.update(tables=coder["tables"][:-5]), "frequency tables cut short"),
+        (lambda coder: coder.update(tables=coder["tables"] + "0000"), "frequency tables with bits left over"),
+        (lambda coder: coder.update(tables="~~~~~"), "frequency tables that are not base85"),
+        (lambda coder: coder.update(id_ranks=[1, 3]), "unknown id_ranks [1, 3]"),
+        (lambda coder: coder.pop("id_ranks"), "missing 'id_ranks'"),
         (lambda coder: coder.update(delta_ranks=[1, 8]), "unknown coder layout"),
         (lambda coder: coder.pop("tables"), "missing 'tables'"),
     ],
 )
-def test_corrupt_format_3_metadata_is_one_line_naming_the_file(edit, message):
+def test_corrupt_format_4_metadata_is_one_line_naming_the_file(edit, message):
     fmt, rows, _ = _greedy_rows(2, 8, 3000, None)
     soft = {"k": 8, "vocab_size": 3000, "format": code_soft_labels(rows, fmt)[1].to_metadata()}
     edit(soft["format"]["coder"])
@@ -311,7 +317,8 @@ def test_corrupt_format_3_metadata_is_one_line_naming_the_file(edit, message):
 
 def test_coded_rows_cost_little_more_than_their_streams_on_disk(tmp_path):
     """No parquet statistics or dictionary for the opaque topk_coded blobs (their min/max would be two more
-    whole blobs per file); the other columns keep theirs."""
+    whole blobs per file), no statistics for the token ids, which are zstd-compressed; completion_start keeps its
+    statistics and snappy."""
     fmt, rows, _ = _greedy_rows(8, 16, 3000, None)
     coded_rows, coded = code_soft_labels(rows, fmt)
     schema = pa.schema(coded.fields())
@@ -324,6 +331,75 @@ def test_coded_rows_cost_little_more_than_their_streams_on_disk(tmp_path):
     assert path.stat().st_size - without.stat().st_size < streams * 1.02 + 256
     columns = pq.read_metadata(path).row_group(0)
     stats = {
-        columns.column(i).path_in_schema: columns.column(i).is_stats_set for i in range(columns.num_columns)
+        columns.column(i).path_in_schema: (columns.column(i).is_stats_set, columns.column(i).compression)
+        for i in range(columns.num_columns)
     }
-    assert stats == {"input_ids.list.element": True, "completion_start": True, "topk_coded": False}
+    assert stats == {
+        "input_ids.list.element": (False, "ZSTD"),
+        "completion_start": (True, "SNAPPY"),
+        "topk_coded": (False, "SNAPPY"),
+    }
+
+
+def test_exp_golomb_codes_by_hand():
+    """Order 0: 0 -> 1, 1 -> 010, 2 -> 011, 6 -> 00111; order 2: 0 -> 100, 5 -> 01001 (5 + 4 = 9 = 1001)."""
+    writer = BitWriter()
+    writer.write(np.array([0, 1, 2, 6]))
+    writer.write(np.array([0, 5]), order=2)
+    assert "".join(writer.codes) == "1" + "010" + "011" + "00111" + "100" + "01001"
+    reader = BitReader(writer.to_text())
+    assert reader.read(4).tolist() == [0, 1, 2, 6] and reader.read(2, order=2).tolist() == [0, 5]
+    with pytest.raises(ValueError, match="cut short"):
+        reader.read(1)
+
+
+def test_format_3_rows_written_by_the_previous_release_decode():
+    """Rows and tables format 3 wrote (distillab af93cc8, `_greedy_rows(2, 8, 3000, 0.9)`) decode to what the
+    same rows store uncoded."""
+    stored = json.loads((Path(__file__).parent / "fixtures" / "format3_rows.json").read_text())
+    fmt3 = SoftLabelFormat.from_metadata({"k": 8, "vocab_size": 3000, "format": stored["format"]}, "x")
+    fmt, rows, _ = _greedy_rows(2, 8, 3000, 0.9)
+    for row, blob in zip(rows, stored["rows"], strict=True):
+        coded = {c: row[c] for c in SEQUENCE_COLUMNS} | {"topk_coded": base64.b85decode(blob)}
+        for exact, decoded in zip(decode_soft_labels(row, fmt), decode_soft_labels(coded, fmt3), strict=True):
+            assert decoded.dtype == exact.dtype and np.array_equal(decoded, exact)
+
+
+def _coded_bytes(coder: SoftLabelCoder, streams: list[dict]) -> int:
+    return sum(len(coder.encode(s)) for s in streams) + len(coder.pack_tables())
+
+
+def test_id_bands_are_chosen_only_where_they_code_the_dataset_shorter():
+    """Ranks 1-3 and 4-15 hold ids from two disjoint sets: a table per band codes them shorter than one table,
+    tables included; from one set, the extra tables cost more than they save."""
+    rng = np.random.default_rng(0)
+
+    def streams(disjoint: bool) -> list[dict]:
+        rows = []
+        for _ in range(40):
+            ids = rng.choice(np.arange(1000, 3000), (30, 16))
+            if disjoint:
+                ids[:, 1:4] = rng.choice(50, (30, 3)) + 100  # ranks 1-3 in [100, 150)
+            codes = np.sort(rng.integers(0, 256, (30, 16)), axis=1)
+            slots = np.full(30, 16)
+            rows.append(row_streams(ids, codes, slots, ids[:, 0], rng.standard_normal(30).astype(np.float32)))
+        return rows
+
+    for disjoint in (False, True):
+        rows = streams(disjoint)
+        chosen = SoftLabelCoder.fit(rows)
+        assert (chosen.id_ranks != (1,)) == disjoint
+        all_ids = np.concatenate([r["ids"] for r in rows])
+        one_band = SoftLabelCoder(chosen.tables | {"ids_1": FrequencyTable.fit_shared([all_ids])[0]})
+        assert _coded_bytes(chosen, rows) <= _coded_bytes(one_band, rows), disjoint
+
+
+def test_id_tables_keep_two_significant_bits_of_each_count():
+    """Counts by hand: 0-4 exact, then the nearest (by ratio) of 4, 6, 8, 12, 16, 24, ...: 5 -> 6, 7 -> 8,
+    9 -> 8, 10 -> 12, 20 -> 24, 1000 -> 1024; the bands share the symbols of both."""
+    counts = [1, 2, 3, 4, 5, 7, 9, 10, 20, 1000]
+    first = np.repeat(np.arange(len(counts)), counts)
+    first_table, second_table = FrequencyTable.fit_shared([first, np.array([42, 42])])
+    assert first_table.symbols.tolist() == second_table.symbols.tolist() == [*range(len(counts)), 42]
+    assert first_table.counts.tolist() == [1, 2, 3, 4, 6, 8, 8, 12, 24, 1024, 0]
+    assert second_table.counts.tolist() == [0] * len(counts) + [2]

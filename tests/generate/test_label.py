@@ -42,7 +42,7 @@ def declared_codes(logprobs, quantiser: dict) -> np.ndarray:
 
 
 def test_soft_labels_are_the_teachers_top_k_on_the_same_tokens(soft_label_dir, tiny_teacher):
-    """Round trip through the dataset (format 3, entropy-coded): the ids are the exact top-16, the log-probs
+    """Round trip through the dataset (format 4, entropy-coded): the ids are the exact top-16, the log-probs
     are on the declared 8-bit grid within its error of the float64 log-probs, and the stored tail is the exact
     mass outside them."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher)
@@ -82,8 +82,9 @@ def test_soft_label_metadata_describes_the_columns(soft_label_dir, tiny_teacher)
         0 < soft["bytes_per_token"] < 16 * 3
     )  # below format 2's 2-byte ids and 1-byte codes, tables included
     assert 0 < soft["table_bytes"] < soft["bytes_per_token"] * soft["scored_tokens"]
-    assert soft["format"]["version"] == 3 and soft["format"]["ids"] == {"encoding": "rans", "bits": 16}
-    assert soft["format"]["coder"]["name"] == "rans" and "ids" in soft["format"]["coder"]["tables"]
+    assert soft["format"]["version"] == 4 and soft["format"]["ids"] == {"encoding": "rans", "bits": 16}
+    coder = soft["format"]["coder"]
+    assert coder["name"] == "rans" and coder["id_ranks"][0] == 1 and isinstance(coder["tables"], str)
     assert soft["format"]["logprobs"]["bits"] == 8 and (soft["mass"], soft["min_k"]) == (None, 1)
     assert "position completion_start-1+j" in soft["alignment"] and "tail_bucket" in soft["tail"]
     fidelity = soft["fidelity"]

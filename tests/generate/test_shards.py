@@ -189,7 +189,7 @@ def test_label_shards_merge_to_the_single_process_soft_labels(hard_label_dir, so
         np.testing.assert_allclose(merged_tail, single_tail, rtol=0, atol=1e-6)
     merged, single = read_metadata(output_dir)["soft_labels"], read_metadata(soft_label_dir)["soft_labels"]
     assert merged["complete"] and merged["scored_tokens"] == single["scored_tokens"]
-    assert merged["format"]["version"] == single["format"]["version"] == 3
+    assert merged["format"]["version"] == single["format"]["version"] == 4
     for key in ("mean_slots_per_position", "tail_mass_mean", "max_abs_logprob_error"):
         assert merged["fidelity"][key] == pytest.approx(single["fidelity"][key], abs=1e-6)
     assert merged["k"] == 16

@@ -3,9 +3,12 @@ online KD against the dense formula; the run folder."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import shutil
+import zlib
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.hardlabels import load_hard_labels, read_metadata, write_metadata
 from distillab.data.run_record import read_run_record
+from distillab.data.softcoder import FrequencyTable, SoftLabelCoder, row_streams
 from distillab.data.softlabels import PAD_ID, SoftLabelFormat, decode_soft_labels
 from distillab.kd import main
 from distillab.sft.data import DataOptions, build_training_data
@@ -176,8 +180,52 @@ def test_a_dataset_of_the_previous_format_still_trains(legacy_soft_label_dir, tm
     assert record["details"]["kd"]["soft_labels"]["format_version"] == 1
 
 
+def _format_3_table(table: FrequencyTable) -> dict:
+    """A table as format 3 stored it: the first symbol; the gaps less one and the counts less one, each as base85
+    of zlib of their four little-endian byte planes."""
+
+    def planes(values) -> str:
+        data = np.asarray(values, dtype="<u4").view(np.uint8).reshape(-1, 4).T.tobytes()
+        return base64.b85encode(zlib.compress(data, 9)).decode()
+
+    return {
+        "first": int(table.symbols[0]) if len(table.symbols) else 0,
+        "gaps": planes(np.diff(table.symbols) - 1),
+        "counts": planes(table.counts - 1),
+    }
+
+
+def test_a_dataset_of_the_previous_coded_format_3_still_trains(soft_label_rows, tmp_path):
+    """Format 3: the rows coded with one id table, the tables in distillab.json as format 3 stored them."""
+    rows, metadata = soft_label_rows
+    soft = metadata["soft_labels"]
+    stored = SoftLabelFormat.from_metadata(soft, "test")
+    streams = []
+    for row in rows:
+        ids, logprobs, log_tail = decode_soft_labels(row, stored)
+        next_tokens = np.asarray(row["input_ids"][row["completion_start"] :])
+        slots = (ids != PAD_ID).sum(axis=1)
+        streams.append(row_streams(ids, stored.quantiser.encode(logprobs), slots, next_tokens, log_tail))
+    names = ("slots", "first_ids", "ids", "first_codes", "deltas_1", "deltas_4", "deltas_16", "tail_high")
+    tables = {name: FrequencyTable.fit(np.concatenate([s[name] for s in streams])) for name in names}
+    coder = SoftLabelCoder({("ids_1" if name == "ids" else name): table for name, table in tables.items()})
+    coded = [row | {"topk_coded": coder.encode(s)} for row, s in zip(rows, streams, strict=True)]
+    declared = coder.to_metadata() | {
+        "tables": {name: _format_3_table(table) for name, table in tables.items()}
+    }
+    declared.pop("id_ranks")
+    fmt3 = soft["format"] | {"version": 3, "coder": declared}
+    dataset = write_soft_labels(
+        tmp_path / "format-3", coded, {**metadata, "soft_labels": {**soft, "format": fmt3}}
+    )
+    output_dir = run_kd(kd_argv(dataset, tmp_path / "run", "--max_steps", "2", "--tail", "tail_bucket"))
+    record = read_run_record(output_dir)
+    assert record["training"]["global_step"] == 2 and record["loss_history"][0]["kd"] > 0
+    assert record["details"]["kd"]["soft_labels"]["format_version"] == 3
+
+
 def test_a_dataset_of_the_merged_format_2_still_trains(soft_label_rows, tmp_path):
-    """q8 codes uncoded: uint16 ids, 8-bit codes, float32 tail columns (format 2, before format 3 coded them)."""
+    """q8 codes uncoded: uint16 ids, 8-bit codes, float32 tail columns (format 2, before formats 3 and 4 coded them)."""
     rows, metadata = soft_label_rows
     soft = metadata["soft_labels"]
     row_format = SoftLabelFormat.compact(soft["k"], soft["vocab_size"])
@@ -207,8 +255,8 @@ def with_metadata(source, directory, edit):
 
 METADATA_EDITS = {
     "format from the future": (
-        lambda soft: soft["format"].update(version=4),
-        "corrupt soft_labels format (format version 4 is not one this distillab reads (1, 2, 3))",
+        lambda soft: soft["format"].update(version=5),
+        "corrupt soft_labels format (format version 5 is not one this distillab reads (1, 2, 3, 4))",
     ),
     "ids wider than declared": (
         lambda soft: soft["format"].update(ids={"encoding": "bitpacked", "bits": 17}),
@@ -217,15 +265,15 @@ METADATA_EDITS = {
     "no k": (lambda soft: soft.pop("k"), "corrupt soft_labels format (missing 'k')"),
     "log-probs declared float16": (
         lambda soft: soft["format"].update(logprobs={"name": "float16"}),
-        "corrupt soft_labels format (format 3 codes q8 log-probs, not 'float16')",
+        "corrupt soft_labels format (format 4 codes q8 log-probs, not 'float16')",
     ),
-    "frequency table missing": (
-        lambda soft: soft["format"]["coder"]["tables"].pop("ids"),
-        "corrupt soft_labels format (missing 'ids')",
+    "frequency tables cut short": (
+        lambda soft: soft["format"]["coder"].update(tables=soft["format"]["coder"]["tables"][:-5]),
+        "corrupt soft_labels format (frequency tables cut short)",
     ),
-    "frequency table garbled": (
-        lambda soft: soft["format"]["coder"]["tables"]["ids"].update(counts="AAAA"),
-        "corrupt soft_labels format (a frequency table that does not decompress",
+    "frequency tables garbled": (
+        lambda soft: soft["format"]["coder"].update(tables="~~~~~"),
+        "corrupt soft_labels format (frequency tables that are not base85",
     ),
     "format 2 declared for coded rows": (
         lambda soft: soft.update(format={**soft["format"], "version": 2, "ids": {"encoding": "uint16"}}),

@@ -1,6 +1,6 @@
 """The soft-label contract (docs/architecture.md): extra columns on the hard-label rows, same tokens.
 
-Format 3, written by `distillab label` with q8 log-probs (the default) and declared in distillab.json
+Format 4, written by `distillab label` with q8 log-probs (the default) and declared in distillab.json
 (`soft_labels.format`):
 
     input_ids         list<int32>          the teacher's tokens of the full chat-formatted sequence
@@ -9,8 +9,10 @@ Format 3, written by `distillab label` with q8 log-probs (the default) and decla
                                            log tails, entropy-coded losslessly (`distillab.data.softcoder`: one rANS
                                            stream; the frequency tables of the whole dataset are in distillab.json)
 
+Format 3 (read, never written) has the same column; its tables are stored less compactly (`softcoder`).
+
 Format 2, the same soft labels uncoded, one row at a time: written with float log-probs, by a `--shard` run (its
-`--merge` codes the whole dataset as format 3) and to a label run's own shards:
+`--merge` codes the whole dataset as format 4) and to a label run's own shards:
 
     input_ids         list<int32>          the teacher's tokens of the full chat-formatted sequence
     completion_start  int32                index in input_ids of the first completion token
@@ -28,7 +30,7 @@ Alignment: row j of topk_* is the teacher's distribution at position t = complet
 token input_ids[completion_start + j] (position t holds the distribution over token t+1). Only the completion
 (the teacher's assistant turn and the chat template's tokens after it) is covered: prompts are never trained on.
 
-`SoftLabelFormat.encode` writes one row's format-2 columns, `code_soft_labels` codes finished rows as format 3;
+`SoftLabelFormat.encode` writes one row's format-2 columns, `code_soft_labels` codes finished rows as format 4;
 `decode_soft_labels` is the one reader, for every format:
 padded arrays where a slot with id PAD_ID (-1) and log-prob -inf is padding. `validate_soft_labels` checks
 decoded arrays against the contract.
@@ -47,7 +49,8 @@ import pyarrow as pa
 from distillab.data.softcoder import SoftLabelCoder, row_streams
 from distillab.errors import DataError
 
-FORMAT_VERSION = 3  # written with q8 log-probs; ROW_FORMAT otherwise
+FORMAT_VERSION = 4  # written with q8 log-probs; ROW_FORMAT otherwise
+CODED_FORMATS = (3, FORMAT_VERSION)  # the formats of one coded column (3: read only)
 ROW_FORMAT = 2
 SEQUENCE_COLUMNS = ("input_ids", "completion_start")
 BASE_COLUMNS = (*SEQUENCE_COLUMNS, "topk_ids", "topk_logprobs")
@@ -58,8 +61,11 @@ TAIL = {
     1: "not stored: the missing mass 1 - sum(exp(topk_logprobs)) is left to the KD loss (renormalize | tail_bucket)",
     2: "stored exactly per position (topk_log_tail, from the teacher's full distribution); the KD loss's tail_bucket "
     "uses it, renormalize ignores it",
-    3: "stored exactly per position (float32, in topk_coded, from the teacher's full distribution); the KD loss's "
-    "tail_bucket uses it, renormalize ignores it",
+    **dict.fromkeys(
+        CODED_FORMATS,
+        "stored exactly per position (float32, in topk_coded, from the teacher's full distribution); the KD loss's "
+        "tail_bucket uses it, renormalize ignores it",
+    ),
 }
 FLOAT_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 QUANTISED = "q8"
@@ -118,7 +124,7 @@ class SoftLabelFormat:
     vocab_size: int
     logprob_dtype: str  # QUANTISED or a float dtype
     quantiser: LogProbQuantiser | None = None
-    coder: SoftLabelCoder | None = None  # format 3
+    coder: SoftLabelCoder | None = None  # CODED_FORMATS
 
     @classmethod
     def compact(cls, k: int, vocab_size: int, logprob_dtype: str = QUANTISED) -> SoftLabelFormat:
@@ -135,12 +141,12 @@ class SoftLabelFormat:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        if self.version == 3:
+        if self.version in CODED_FORMATS:
             return (*SEQUENCE_COLUMNS, CODED_COLUMN)
         return BASE_COLUMNS if self.version == 1 else (*BASE_COLUMNS, TAIL_COLUMN)
 
     def fields(self) -> list[tuple[str, pa.DataType]]:
-        if self.version == 3:
+        if self.version in CODED_FORMATS:
             return [
                 ("input_ids", pa.list_(pa.int32())),
                 ("completion_start", pa.int32()),
@@ -170,7 +176,7 @@ class SoftLabelFormat:
         return declared | ({"coder": self.coder.to_metadata()} if self.coder else {})
 
     def _ids_metadata(self) -> dict[str, Any]:
-        if self.version == 3:
+        if self.version in CODED_FORMATS:
             return {"encoding": "rans", "bits": self.id_bits}
         return (
             {"encoding": "uint16"} if self.id_bits == 16 else {"encoding": "bitpacked", "bits": self.id_bits}
@@ -186,9 +192,10 @@ class SoftLabelFormat:
             if declared is None:
                 return cls(1, k, vocab_size, str(soft.get("logprob_dtype", "float32")))
             version, logprobs = declared["version"], declared["logprobs"]
-            if version not in (ROW_FORMAT, FORMAT_VERSION):
+            if version not in (ROW_FORMAT, *CODED_FORMATS):
                 raise ValueError(
-                    f"format version {version!r} is not one this distillab reads (1, {ROW_FORMAT}, {FORMAT_VERSION})"
+                    f"format version {version!r} is not one this distillab reads (1, {ROW_FORMAT}, "
+                    f"{', '.join(map(str, CODED_FORMATS))})"
                 )
             if logprobs["name"] == "log_neg_logprob":
                 quantiser = LogProbQuantiser(
@@ -197,10 +204,10 @@ class SoftLabelFormat:
                 found = cls(version, k, vocab_size, QUANTISED, quantiser)
             else:
                 found = cls(version, k, vocab_size, logprobs["name"])
-            if version == FORMAT_VERSION:
+            if version in CODED_FORMATS:
                 if found.quantiser is None:
                     raise ValueError(f"format {version} codes q8 log-probs, not {logprobs['name']!r}")
-                found = replace(found, coder=SoftLabelCoder.from_metadata(declared["coder"]))
+                found = replace(found, coder=SoftLabelCoder.from_metadata(declared["coder"], version))
             if declared["ids"] != found._ids_metadata():
                 raise ValueError(
                     f"ids {declared['ids']} do not fit vocab_size {vocab_size} (expected {found._ids_metadata()})"
@@ -296,8 +303,8 @@ def _decode_coded(row: dict[str, Any], fmt: SoftLabelFormat) -> tuple[np.ndarray
 def code_soft_labels(
     rows: list[dict[str, Any]], fmt: SoftLabelFormat
 ) -> tuple[list[dict[str, Any]], SoftLabelFormat]:
-    """Format 3 of `rows` stored in `fmt` (q8 log-probs): frequency tables fitted to all of them, and each row with
-    its soft labels coded by them (its other columns kept). Format 3 stores one position per token after
+    """Format 4 of `rows` stored in `fmt` (q8 log-probs): frequency tables fitted to all of them, and each row with
+    its soft labels coded by them (its other columns kept). Format 4 stores one position per token after
     completion_start: a row with another count is a `DataError`."""
     streams = []
     for row in rows:

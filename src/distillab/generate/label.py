@@ -361,7 +361,7 @@ def _soft_metadata(config, teacher, fmt: SoftLabelFormat, fingerprint, rows, fil
 
 def soft_statistics(rows: list[dict], files: list[Path], fmt: SoftLabelFormat) -> dict[str, Any]:
     """The soft-label metadata entries computed from the finished rows, their data files and their format:
-    bytes/token counts the data files' soft-label bytes and the format's frequency tables (format 3)."""
+    bytes/token counts the data files' soft-label bytes and the format's frequency tables (formats 3, 4)."""
     scored_tokens = sum(len(r["input_ids"]) - r["completion_start"] for r in rows)
     table_bytes = len(json.dumps(fmt.coder.to_metadata())) if fmt.coder else 0
     return {
