@@ -13,6 +13,7 @@ from distillab.configs import parse_config
 from distillab.generate.config import GenerateConfig
 from distillab.kd.config import DistillabKDConfig
 from distillab.sft.config import DistillabSFTConfig
+from distillab.sft.train import steps_for_tokens
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "demo"
 
@@ -26,7 +27,7 @@ STUDENTS = ["supervised-s42", "hard-s42", "soft-s42", "supervised-s43", "hard-s4
 
 
 def module(stage: demo.Stage) -> str:
-    return stage.command[stage.command.index("-m", 3) + 1]
+    return stage.command[stage.command.index("-m") + 1]
 
 
 def test_stages_are_the_users_commands_in_order(tmp_path):
@@ -67,6 +68,9 @@ def test_the_three_students_share_one_initialisation_and_one_token_budget():
         "prune_keep_last",
         "train_tokens",
         "learning_rate",
+        "optim",
+        "lr_scheduler_type",
+        "warmup_steps",
         "max_length",
     )
     supervised, hard, soft = (
@@ -74,6 +78,31 @@ def test_the_three_students_share_one_initialisation_and_one_token_budget():
     )
     assert all(supervised[key] == hard[key] == soft[key] for key in shared)
     assert supervised["train_on"] == "reference" and "train_on" not in hard and "train_on" not in soft
+
+
+def test_the_three_students_take_the_same_steps_at_the_same_d():
+    """On the demo's data (64 prompts, measured: 64 reference rows with 187 supervised tokens; 54 finished teacher
+    replies with 623), the recipes' batch sizes give each step ~11.5 supervised tokens, so the same D takes the
+    same steps: supervised ceil(64/4) = 16 steps an epoch, 1200/187 * 16 = 102.7 -> 103; hard and soft 54 steps
+    an epoch, 1200/623 * 54 = 104.0 -> 104."""
+    recipes = {
+        name: yaml.safe_load((RECIPES / f"{name}.yaml").read_text()) for name in ("supervised", "sft", "kd")
+    }
+    epochs = {"supervised": (64, 187), "sft": (54, 623), "kd": (54, 623)}
+    steps = {}
+    for name, recipe in recipes.items():
+        sequences, supervised_tokens = epochs[name]
+        config = SimpleNamespace(
+            per_device_train_batch_size=recipe["per_device_train_batch_size"],
+            gradient_accumulation_steps=1,
+            world_size=1,
+            train_tokens=recipe["train_tokens"],
+        )
+        data = SimpleNamespace(
+            report=SimpleNamespace(sequences=sequences, supervised_tokens=supervised_tokens)
+        )
+        steps[name] = steps_for_tokens(config, data)
+    assert steps == {"supervised": 103, "sft": 104, "kd": 104}
 
 
 def test_config_from_a_recipe_and_flags(tmp_path):

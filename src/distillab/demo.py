@@ -49,7 +49,7 @@ QUICK = {  # --quick: fewer prompts, one seed, fewer training tokens, a smaller 
     "generate": ["--num_prompts", "32"],
     "heldout": ["--num_prompts", "16"],  # last flag wins over HELDOUT
     "seeds": SEEDS[:1],
-    "train": ["--train_tokens", "800"],
+    "train": ["--train_tokens", "600"],
     "evaluate": ["--lm_eval_limit", "16", "--reference_num_rows", "16"],
 }
 
@@ -84,7 +84,6 @@ def student_runs(quick: bool) -> list[tuple[str, str, str, int]]:
 def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
     """The pipeline, as the commands a user would run."""
     python = [sys.executable, "-m"]
-    launch = [*python, "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml", "-m"]
     extra = QUICK if quick else {}
     runs = student_runs(quick)
     generate = out / "generate"
@@ -116,9 +115,9 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
         ]
         record = out / run / "distillab_run.json"
         made_with = _stored_fingerprint(record, CONFIGS[module], args)
-        return Stage(
+        return Stage(  # one process: what `accelerate launch` of cpu.yaml runs, minus its launcher process
             f"student {run}",
-            [*launch, module, *args],
+            [*python, module, *args],
             lambda: made_with() == "same" and _json(record).get("complete", False),
             lambda: made_with() == "other",
             ["--overwrite"],

@@ -177,6 +177,20 @@ def test_one_seed_says_so():
     assert "one seed" in sentences[-1] and "noise" in sentences[-1]
 
 
+def test_a_tie_is_called_a_tie():
+    # supervised and hard both keep 0.05 / 0.8 = 6.25% of the teacher's score, soft 0
+    models = [
+        model("teacher", "teacher", 0.8),
+        model("supervised-s1", "supervised", 0.05, kl=3.0),
+        model("hard-s1", "sft", 0.05, kl=2.0, flops=HARD_FLOPS),
+        model("soft-s1", "kd", 0.0, kl=1.0, flops=SOFT_FLOPS, soft_bytes=2_500_000),
+    ]
+    sentences = results_of(models)["verdict"]
+    assert sentences[1] == (
+        f"Closest to the teacher, tied: the supervised and hard students, 6.2% of the teacher's {TASK} score."
+    )
+
+
 def test_without_lm_eval_the_verdict_ranks_by_kl():
     models = [{**m, "lm_eval": {}} for m in two_seed_models()]
     sentences = results_of(models)["verdict"]

@@ -79,20 +79,26 @@ def verdict(results: dict[str, Any]) -> list[str]:
     if not groups:
         return [*sentences, "No student has a score to compare (no lm-eval task and no KL)."]
     ranked = sorted(groups.items(), key=lambda item: item[1]["mean"], reverse=True)
-    best, best_group = ranked[0]
-    sentences.append(
-        f"Closest to the teacher: the {_name(best)} student, {_value(best_group['mean'], unit)} {quantity}"
-        + _mean_of(best_group)
-        + (
-            f", {abs(best_group['mean'] - ranked[1][1]['mean']):.1f} {unit} ahead of {_name(ranked[1][0])}"
-            f" ({_value(ranked[1][1]['mean'], unit)})."
-            if len(ranked) > 1
-            else "."
-        )
-    )
+    sentences.append(_closest_sentence(ranked, quantity, unit))
     sentences += _cost_sentences(models)
     sentences.append(_spread_sentence(ranked, unit))
     return sentences
+
+
+def _closest_sentence(ranked: list[tuple[str, dict[str, Any]]], quantity: str, unit: str) -> str:
+    """The best method and its lead over the runner-up, or the tie when that lead rounds to 0.0."""
+    best, best_group = ranked[0]
+    value = f"{_value(best_group['mean'], unit)} {quantity}{_mean_of(best_group)}"
+    if len(ranked) < 2:
+        return f"Closest to the teacher: the {_name(best)} student, {value}."
+    runner, runner_group = ranked[1]
+    gap = f"{best_group['mean'] - runner_group['mean']:.1f}"
+    if gap == "0.0":
+        return f"Closest to the teacher, tied: the {_name(best)} and {_name(runner)} students, {value}."
+    return (
+        f"Closest to the teacher: the {_name(best)} student, {value}, {gap} {unit} ahead of {_name(runner)}"
+        f" ({_value(runner_group['mean'], unit)})."
+    )
 
 
 def _cost_sentences(models: list[dict[str, Any]]) -> list[str]:
