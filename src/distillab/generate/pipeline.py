@@ -358,7 +358,8 @@ def _distilabel_process_state() -> Iterator[None]:
 
 
 def _quiet_when_the_manager_is_gone(args: threading.ExceptHookArgs) -> None:
-    """distilabel's queue threads fail with EOFError / ConnectionError once its manager process is dead, which
-    only a signal to the whole process group does: the stop then ends the run with its one line, no traceback."""
-    if not issubclass(args.exc_type, EOFError | ConnectionError):
+    """distilabel's queue threads fail with EOFError or an OSError (connection reset or refused, broken pipe, its
+    socket gone) once its manager process is dead, which only a signal to the whole process group does: the stop
+    then ends the run with its one line, no traceback."""
+    if not issubclass(args.exc_type, EOFError | OSError):
         threading.__excepthook__(args)
