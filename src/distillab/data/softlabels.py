@@ -283,7 +283,7 @@ def decode_soft_labels(
 
 
 def _decode_coded(row: dict[str, Any], fmt: SoftLabelFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    next_tokens = np.asarray(row["input_ids"][row["completion_start"] :], dtype=np.int64)
+    next_tokens = _next_tokens(row)
     try:
         ids, codes, log_tail = fmt.coder.decode(row[CODED_COLUMN], next_tokens, fmt.k)
     except ValueError as err:
@@ -300,6 +300,11 @@ def _decode_coded(row: dict[str, Any], fmt: SoftLabelFormat) -> tuple[np.ndarray
     return ids.astype(np.int32), logprobs, log_tail
 
 
+def _next_tokens(row: dict[str, Any]) -> np.ndarray:
+    """The tokens the row's soft-label positions predict: input_ids after completion_start."""
+    return np.asarray(row["input_ids"][row["completion_start"] :], dtype=np.int64)
+
+
 def code_soft_labels(
     rows: list[dict[str, Any]], fmt: SoftLabelFormat
 ) -> tuple[list[dict[str, Any]], SoftLabelFormat]:
@@ -309,7 +314,7 @@ def code_soft_labels(
     streams = []
     for row in rows:
         ids, logprobs, log_tail = decode_soft_labels(row, fmt)
-        next_tokens = np.asarray(row["input_ids"][row["completion_start"] :], dtype=np.int64)
+        next_tokens = _next_tokens(row)
         if len(next_tokens) != len(ids):
             raise DataError(
                 f"soft labels row {row.get('id', '?')}: {len(ids)} stored positions, but input_ids has "

@@ -30,9 +30,7 @@ def merge(config: MergeConfig) -> Path:
     soft = metadata.get("soft_labels")
     fmt = SoftLabelFormat.from_metadata(soft, f"{folders[0]}/distillab.json") if soft else None
     coded = rows
-    if (
-        fmt and fmt.quantiser and fmt.version == ROW_FORMAT
-    ):  # the shards' q8 rows, coded with tables of them all
+    if fmt and fmt.quantiser and fmt.version == ROW_FORMAT:  # the shards' q8 rows: one set of tables for all
         coded, fmt = code_soft_labels(rows, fmt)
     files = write_dataset(output_dir, coded, schema=full_schema(fmt) if fmt else SCHEMA)
     merged = {key: value for key, value in metadata.items() if key != "shard"}

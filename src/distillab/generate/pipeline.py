@@ -40,9 +40,7 @@ from distillab.interrupts import Interrupted
 
 TEACHER_STEP = "teacher"
 TEARDOWN_GRACE_S = 30.0  # after distilabel's SIGTERM to its step workers, SIGKILL for those still alive
-WORKER_DEATH_WATCH_S = (
-    5.0  # after a stop signal: a step worker or the manager dying meanwhile was killed by it
-)
+WORKER_DEATH_WATCH_S = 5.0  # after a stop signal: a worker or the manager dying meanwhile was killed by it
 STOP_LOCK_WAIT_S = 1.0  # distilabel takes its stop lock briefly, except while a stage's steps load
 
 
@@ -143,9 +141,8 @@ class StoppablePipeline(Pipeline):
         (its pool's shutdown blocks on a queue lock a killed worker held). If one of them dies within
         WORKER_DEATH_WATCH_S of the signal, before the teardown began, this process exits at once: finished
         batches are in the shards, and the workers left die with it (distillab.interrupts)."""
-        pool, manager = getattr(self, "_pool", None), getattr(self, "_manager", None)
-        processes = [*(getattr(pool, "_pool", None) or []), getattr(manager, "_process", None)]
-        processes = [p for p in processes if p is not None]
+        manager = getattr(getattr(self, "_manager", None), "_process", None)
+        processes = [*self._workers(), *([manager] if manager else [])]
 
         def exit_if_one_died() -> None:
             deadline = time.monotonic() + WORKER_DEATH_WATCH_S
@@ -158,12 +155,16 @@ class StoppablePipeline(Pipeline):
 
         threading.Thread(target=exit_if_one_died, name="killed-worker-watch", daemon=True).start()
 
+    def _workers(self) -> list[Any]:
+        """distilabel's step worker processes (none before its pool exists)."""
+        return list(getattr(getattr(self, "_pool", None), "_pool", None) or [])
+
     def _teardown(self) -> None:
         """distilabel's teardown SIGTERMs the step workers and joins them; a worker that survives SIGTERM (a
         handler a step's library installed in it, e.g. vLLM's) hung the run there after every row was written.
         Workers still alive TEARDOWN_GRACE_S later get SIGKILL: all they had is in the shards by then."""
         self._teardown_started = True
-        workers = list(getattr(self._pool, "_pool", None) or [])
+        workers = self._workers()
         finished = threading.Event()
 
         def kill_survivors() -> None:
@@ -325,9 +326,8 @@ def _execute(pipeline: BasePipeline, inputs: list[dict[str, Any]], batch_size: i
     with _distilabel_process_state():
         try:
             pipeline.run(dataset=inputs, dataset_batch_size=batch_size, use_cache=False)
-        except (
-            RuntimeError
-        ) as err:  # a step failed to load (distilabel logged it above), or a stop ended the load
+        # a step failed to load (distilabel logged it above), or a stop ended the load
+        except RuntimeError as err:
             if not getattr(pipeline, "stopped_by", None):
                 cause = f": {first_line(err.__cause__)}" if err.__cause__ else f" ({err})"
                 raise EngineError(f"{engine} failed{cause}") from None
