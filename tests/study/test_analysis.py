@@ -54,7 +54,7 @@ def row(method, n, d, loss, teacher="", teacher_params="", teacher_loss=""):
     }
 
 
-def synthetic_rows():
+def synthetic_rows(truth=TRUTH):
     rows = [
         row("supervised", n, d, textbook.supervised_loss(n, d, SUPERVISED)) for n in SIZES for d in BUDGETS
     ]
@@ -69,7 +69,7 @@ def synthetic_rows():
     for method, grid in grids.items():
         for n, d, teacher in grid:
             lt = teacher_loss[teacher]
-            loss = textbook.distillation_loss(n, d, lt, SUPERVISED, TRUTH[method])
+            loss = textbook.distillation_loss(n, d, lt, SUPERVISED, truth[method])
             rows.append(row(method, n, d, loss, teacher, TEACHERS[teacher][0], lt))
     return rows
 
@@ -135,6 +135,27 @@ def test_the_known_coefficients_are_recovered(study):
             expected = textbook.distillation_loss(n, d, lt, SUPERVISED, TRUTH[method])
             got = textbook.distillation_loss(n, d, lt, vars(supervised), fitted_dict)
             assert got == pytest.approx(expected, rel=2e-3), (method, n, d, lt)
+
+
+def test_runs_without_a_capacity_gap_are_fitted_without_one(tmp_path):
+    """Soft runs drawn with c1 = 0 (no gap): of the two holdings the fit keeps c1 = 0, says why, recovers them."""
+    truth = {**TRUTH, "soft": {**SOFT, "c1": 0.0}}
+    report = analyze(
+        write_runs(tmp_path / "runs.csv", synthetic_rows(truth)),
+        tmp_path / "analysis",
+        holdout_fraction=0.2,
+        bootstrap=0,
+        quick=True,
+    )
+    soft = load_coefficients(str(report.parent / "fit_soft.json"))
+    assert soft.metadata["fixed"]["distillation.c1"] == 0.0
+    assert "no capacity gap (c1 = 0) — chosen for its lower fit objective" in report.read_text()
+    assert "| c1 | 0 | held at 0: no capacity gap |" in report.read_text()
+    supervised = vars(load_coefficients(str(report.parent / "fit_supervised.json")).supervised)
+    for n, d, lt in itertools.product(np.geomspace(1e5, 3e6, 5), np.geomspace(2e5, 3e6, 5), (3.9, 4.3)):
+        expected = textbook.distillation_loss(n, d, lt, SUPERVISED, truth["soft"])
+        got = textbook.distillation_loss(n, d, lt, supervised, vars(soft.distillation))
+        assert got == pytest.approx(expected, rel=2e-3), (n, d, lt)
 
 
 def _held_out_cells(text):

@@ -47,6 +47,7 @@ DISTILLATION_METHODS = FIT_METHODS[1:]
 HOLDOUT_BY = "params_tokens"
 GAP_COEFFICIENTS = ("c1", "f1", "d1")  # the capacity-gap transition in L_T
 ENOUGH_TEACHERS = 5  # distinct teacher losses needed before c1, f1, d1 are fitted too
+NO_GAP = "c1"  # held at 0: no capacity gap (the factor (1 + (L_T / (Ltilde_S d1))^(1/f1))^(-c1 f1) is 1)
 TRUSTED_ERROR = 0.05  # a held-out median relative error above this: the law does not follow the runs
 STARTS = {True: (16, 2), False: (128, 8)}  # quick -> (L-BFGS-B starts, polished starts)
 
@@ -207,25 +208,31 @@ def main_teacher(runs: list[StudyRun]) -> str:
     return max(dict.fromkeys(teachers), key=teachers.count)
 
 
-def held_fixed(train: list[StudyRun]) -> tuple[dict[str, float], str]:
-    """The distillation coefficients a grid cannot identify, held at the paper's values, and why."""
+def held_fixed(train: list[StudyRun]) -> list[tuple[dict[str, float], str]]:
+    """The ways to hold the distillation coefficients a grid cannot identify, each with why: (no choice) when
+    enough teacher losses identify all of them, else the capacity gap at the paper's c1, f1, d1 or none at all
+    (c1 = 0: the gap factor is 1; f1, d1 then have no effect)."""
     teachers = len({round(r.teacher_loss, 6) for r in train})
+    if teachers >= ENOUGH_TEACHERS:
+        return [({}, f"none: {teachers} teacher losses identify every coefficient")]
     paper = BUSBRIDGE2025.distillation
     if teachers < 2:
-        names = ("c0", *GAP_COEFFICIENTS)
+        held = ("c0", *GAP_COEFFICIENTS)
         why = (
             "the fitted runs have a single teacher loss, so the law's teacher terms (the power c0 of L_T and "
-            "the capacity-gap c1, f1, d1) are constant factors that the student term absorbs"
+            "the capacity-gap c1, f1, d1) cannot be told apart from the student term"
         )
-    elif teachers < ENOUGH_TEACHERS:
-        names = GAP_COEFFICIENTS
+    else:
+        held = GAP_COEFFICIENTS
         why = (
             f"{teachers} teacher losses cannot place the capacity-gap transition (c1, f1, d1, which the paper "
             "itself finds weakly identified: c1 at a bound); c0, the power of L_T, is fitted"
         )
-    else:
-        return {}, f"none: {teachers} teacher losses identify every coefficient"
-    return {f"distillation.{name}": getattr(paper, name) for name in names}, why
+    at_paper = {f"distillation.{name}": getattr(paper, name) for name in held}
+    return [
+        (at_paper, f"{why}; the capacity gap at the paper's c1, f1, d1"),
+        ({**at_paper, f"distillation.{NO_GAP}": 0.0}, f"{why}; no capacity gap ({NO_GAP} = 0)"),
+    ]
 
 
 def split_held_out(runs: list[StudyRun], fraction: float) -> tuple[list[StudyRun], list[StudyRun]]:
@@ -248,22 +255,33 @@ def fit_method(
     """Fit one method's law (supervised: Eq. 1; else Eq. 8 with Ltilde_S from `supervised`), hold out the
     runs of largest N·D, and save the set as output_dir/fit_<method>.json."""
     train, held_out = split_held_out(runs, holdout_fraction)
-    fixed, why = held_fixed(train) if method != "supervised" else ({}, "none")
+    holdings = held_fixed(train) if method != "supervised" else [({}, "none")]
     n_starts, n_polish = STARTS[quick]
-    report = fit_coefficients(
-        law_runs(runs),
-        "supervised" if method == "supervised" else "distillation",
-        base=supervised or BUSBRIDGE2025,
-        name=f"study-{method}",
-        holdout=holdout_fraction,
-        source=source,
-        method=method,
-        holdout_by=HOLDOUT_BY,
-        fixed=fixed,
-        n_starts=n_starts,
-        n_polish=n_polish,
-        bootstrap=bootstrap,
-    )
+    reports = [
+        fit_coefficients(
+            law_runs(runs),
+            "supervised" if method == "supervised" else "distillation",
+            base=supervised or BUSBRIDGE2025,
+            name=f"study-{method}",
+            holdout=holdout_fraction,
+            source=source,
+            method=method,
+            holdout_by=HOLDOUT_BY,
+            fixed=fixed,
+            n_starts=n_starts,
+            n_polish=n_polish,
+            bootstrap=bootstrap,
+        )
+        for fixed, _ in holdings
+    ]
+    best = min(range(len(reports)), key=lambda i: reports[i].fits[0].objective)
+    report, why = reports[best], holdings[best][1]
+    if len(reports) > 1:
+        other = min(r.fits[0].objective for i, r in enumerate(reports) if i != best)
+        why += (
+            f" — chosen for its lower fit objective on the fitted runs ({report.fits[0].objective:.3g}; "
+            f"the other holding {other:.3g})"
+        )
     path = save_coefficients(report.coefficients, output_dir / f"fit_{method}.json")
     return MethodFit(method, report.coefficients, report.fits[0], train, held_out, why, path)
 
@@ -504,6 +522,12 @@ def verdict(runs: list[StudyRun], fits: dict[str, MethodFit], isos: list[IsoFlop
     return sentences
 
 
+def _held_label(name: str, fixed: dict[str, float]) -> str:
+    if fixed.get(f"distillation.{NO_GAP}") == 0.0:
+        return "held at 0: no capacity gap" if name == NO_GAP else f"no effect ({NO_GAP} = 0)"
+    return "held at the paper's value"
+
+
 def _coefficients_table(fit: MethodFit) -> str:
     law = fit.law.kind
     fixed = fit.coefficients.metadata.get("fixed", {})
@@ -512,7 +536,7 @@ def _coefficients_table(fit: MethodFit) -> str:
         key = f"{law}.{name}"
         low_high = fit.coefficients.intervals.get(key)
         if key in fixed:
-            interval = "held at the paper's value"
+            interval = _held_label(name, fixed)
         else:
             interval = f"[{low_high[0]:.4g}, {low_high[1]:.4g}]" if low_high else "—"
         rows.append([name, f"{value:.4g}", interval])
