@@ -87,9 +87,8 @@ class DistillabSFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
         logits, labels, _ = supervised_logits(model, model_inputs, inputs["labels"], return_outputs)
-        nll = F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        wide = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> float32
+        nll = F.cross_entropy(wide, labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
         tokens = (labels != IGNORE_INDEX).sum() if num_items_in_batch is None else num_items_in_batch
         loss = nll / torch.as_tensor(tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
