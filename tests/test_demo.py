@@ -11,7 +11,7 @@ import yaml
 
 from distillab import demo
 from distillab.configs import parse_config
-from distillab.errors import DistillabError
+from distillab.errors import ConfigError, DistillabError
 from distillab.generate.config import GenerateConfig
 from distillab.kd.config import DistillabKDConfig
 from distillab.sft.config import DistillabSFTConfig
@@ -118,6 +118,11 @@ def test_config_from_a_recipe_and_flags(tmp_path):
         Path("elsewhere"),
         Path("recipes/demo"),
     )
+
+
+def test_jobs_below_one_is_a_config_error():
+    with pytest.raises(ConfigError, match="--jobs must be at least 1, got 0"):
+        parse_config(demo.DemoConfig, ["--jobs", "0"])
 
 
 STAGE_CONFIGS = {

@@ -69,6 +69,10 @@ class DemoConfig:
     fresh: bool = field(default=False, metadata={"help": "Delete output_dir and start over."})
     recipes: Path = field(default=Path("recipes/demo"), metadata={"help": "The demo's recipe folder."})
 
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
+
 
 @dataclass
 class Stage:
@@ -210,7 +214,7 @@ def run_demo(config: DemoConfig) -> None:
         redone = True
     for group in _groups(runs):
         if group[0][1].parallel:
-            _run_parallel(group, plan, max(1, config.jobs), output_dir / "logs")
+            _run_parallel(group, plan, config.jobs, output_dir / "logs")
         else:
             _run_alone(*group[0], plan)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n")
