@@ -26,6 +26,7 @@ SHARED = (
     "devices",
     "markdown",
     "modelfiles",
+    "lmhead",
     "interrupts",
     "tiny",
     "assets",

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from distillab import demo
 from distillab.configs import parse_config
+from distillab.errors import ConfigError, DistillabError
 from distillab.generate.config import GenerateConfig
 from distillab.kd.config import DistillabKDConfig
 from distillab.sft.config import DistillabSFTConfig
@@ -118,6 +120,11 @@ def test_config_from_a_recipe_and_flags(tmp_path):
     )
 
 
+def test_jobs_below_one_is_a_config_error():
+    with pytest.raises(ConfigError, match="--jobs must be at least 1, got 0"):
+        parse_config(demo.DemoConfig, ["--jobs", "0"])
+
+
 STAGE_CONFIGS = {
     "generate": GenerateConfig,
     "distillab.sft": DistillabSFTConfig,
@@ -170,12 +177,92 @@ def test_stages_made_with_other_settings_are_not_reused(tmp_path):
     assert [stage.other_settings() for stage in full[1:6]] == [True, True, True, True, True]
 
 
-def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_path, monkeypatch):
-    """A full demo over a finished one whose hard labels came from --quick: labels redone with --overwrite,
-    and every later stage too (their inputs may have changed); the teacher asset is reused."""
+def output_dir(command: list[str]) -> str:
+    return command[command.index("--output_dir") + 1]
+
+
+class FakeStages:
+    """`subprocess.Popen` for the demo: records each command in start order, its OMP threads, and the most
+    stages running at once; a stage ends when polled (or waited for). The command holding `fail` exits 1."""
+
+    def __init__(self, fail: str | None = None):
+        self.commands, self.threads, self.running, self.most, self.terminated = [], [], 0, 0, []
+        self.fail = fail
+
+    def __call__(self, command, env, stdout=None, stderr=None):
+        self.commands.append(command)
+        self.threads.append(int(env["OMP_NUM_THREADS"]))
+        self.running += 1
+        self.most = max(self.most, self.running)
+        if stdout is not None:
+            stdout.write(f"output of {output_dir(command)}\n")
+        return FakeProcess(self, 1 if self.fail and self.fail in command else 0)
+
+
+class FakeProcess:
+    def __init__(self, stages: FakeStages, code: int):
+        self.stages, self.code, self.returncode = stages, code, None
+
+    def poll(self):
+        if self.returncode is None:
+            self.returncode = self.code
+            self.stages.running -= 1
+        return self.returncode
+
+    def wait(self):
+        return self.poll()
+
+    def terminate(self):
+        self.stages.terminated.append(self)
+
+
+def finished_teacher(tmp_path, monkeypatch) -> None:
     teacher = tmp_path / "teacher"
     write_json(teacher / "distillab_asset.json", {})
     monkeypatch.setattr(demo, "TEACHER_DIR", teacher)
+
+
+def test_the_held_out_generations_and_students_run_two_at_a_time_on_their_share_of_the_cores(
+    tmp_path, monkeypatch
+):
+    """After the labels (alone, every core): the held-out generations and the six students, two at a time, one
+    core each on 2 cores, in plan order; then the evaluation alone. Their output goes to DIR/logs/."""
+    finished_teacher(tmp_path, monkeypatch)
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    stages = FakeStages()
+    monkeypatch.setattr(demo.subprocess, "Popen", stages)
+    out = tmp_path / "demo"
+    demo.run_demo(demo.DemoConfig(output_dir=out, recipes=RECIPES))
+    plan = demo.stages(RECIPES, out, quick=False)
+    labels, *parallel, evaluation = plan[1:]
+    redone = [[*stage.command, *stage.overwrite] for stage in parallel]  # after the labels ran
+    assert stages.commands == [labels.command, *redone, evaluation.command]
+    assert stages.threads == [2, *[1] * 7, 2]
+    assert stages.most == 2
+    assert (out / "logs" / "student-soft-s43.log").read_text() == f"output of {out / 'soft-s43'}\n"
+
+
+def test_a_failed_parallel_stage_stops_the_others_and_shows_its_log(tmp_path, monkeypatch, capsys):
+    finished_teacher(tmp_path, monkeypatch)
+    out = tmp_path / "demo"
+    stages = FakeStages(fail=str(out / "hard-s42"))
+    monkeypatch.setattr(demo.subprocess, "Popen", stages)
+    with pytest.raises(
+        DistillabError, match="demo stage 'student hard-s42' failed; the end of its log"
+    ) as error:
+        demo.run_demo(demo.DemoConfig(output_dir=out, recipes=RECIPES))
+    assert f"output of {out / 'hard-s42'}" in str(error.value)
+    assert [output_dir(command) for command in stages.commands[-2:]] == [
+        str(out / "hard-s42"),
+        str(out / "soft-s42"),
+    ]
+    assert len(stages.terminated) == 1  # soft-s42, started beside it; nothing after it started
+
+
+def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_path, monkeypatch):
+    """A full demo over a finished one whose hard labels came from --quick: labels redone with --overwrite,
+    and every later stage too (their inputs may have changed); the teacher asset is reused."""
+    finished_teacher(tmp_path, monkeypatch)
     out = tmp_path / "demo"
     write_finished(out, demo.stages(RECIPES, out, quick=False))
     write_json(out / "results.json", {"models": [], "verdict": ["One sentence."]})
@@ -190,14 +277,12 @@ def test_a_demo_redoes_the_stages_made_with_other_settings_and_those_after(tmp_p
             "soft_labels": {"complete": True},
         },
     )
-    commands = []
-    monkeypatch.setattr(
-        demo.subprocess, "run", lambda command, env: commands.append(command) or SimpleNamespace(returncode=0)
-    )
+    stages = FakeStages()
+    monkeypatch.setattr(demo.subprocess, "Popen", stages)
     demo.run_demo(demo.DemoConfig(output_dir=out, recipes=RECIPES))
     plan = demo.stages(RECIPES, out, quick=False)
     assert (
-        commands
+        stages.commands
         == [
             [*plan[1].command, "--overwrite"],  # other settings
             [*plan[2].command, "--overwrite"],  # finished, but after a stage that ran

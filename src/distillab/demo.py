@@ -11,7 +11,9 @@ DIR/report.md and DIR/report.html.
 The demo only chains the stage commands a user would type, with the recipes in recipes/demo/; every stage's
 output stays under DIR. A finished stage is reused on the next run only when it was made with the same settings
 (its config fingerprint; `--quick` and full differ): otherwise it is redone with --overwrite, and so is every
-stage after one that ran.
+stage after one that ran. The stages that need only the hard + soft labels (the held-out generations and the
+students) run `--jobs` at a time, each on cpu_count // jobs threads whatever runs beside it (a student's
+numbers do not depend on the schedule), their output in DIR/logs/; the other stages run alone on every core.
 """
 
 from __future__ import annotations
@@ -57,22 +59,34 @@ QUICK = {  # --quick: fewer prompts, one seed, fewer training tokens, a smaller 
 @dataclass
 class DemoConfig:
     quick: bool = field(default=False, metadata={"help": "A smaller run (about 5 minutes on 2 cores)."})
+    jobs: int = field(
+        default=2,
+        metadata={
+            "help": "Stages run at a time once the labels are made (the held-out generations, the students)."
+        },
+    )
     output_dir: Path = field(default=Path("outputs/demo"), metadata={"help": "Where every stage writes."})
     fresh: bool = field(default=False, metadata={"help": "Delete output_dir and start over."})
     recipes: Path = field(default=Path("recipes/demo"), metadata={"help": "The demo's recipe folder."})
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
 
 
 @dataclass
 class Stage:
     """A stage's command and what its output folder holds: `done` (finished with the settings of `command`),
     `other_settings` (a run of other settings, e.g. `--quick` vs full). `overwrite`: the flags that make the
-    command start over rather than resume or reuse what is there."""
+    command start over rather than resume or reuse what is there. `parallel`: it may run beside the other
+    parallel stages next to it in the plan (it reads nothing they write)."""
 
     name: str
     command: list[str]
     done: Callable[[], bool]
     other_settings: Callable[[], bool] = lambda: False
     overwrite: list[str] = field(default_factory=list)
+    parallel: bool = False
 
 
 def student_runs(quick: bool) -> list[tuple[str, str, str, int]]:
@@ -99,7 +113,7 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
             return made_with() == "same" and meta.get("complete", False) and soft_done
 
         command = [*python, "distillab.cli", "generate", *args]
-        return Stage(name, command, done, lambda: made_with() == "other", ["--overwrite"])
+        return Stage(name, command, done, lambda: made_with() == "other", ["--overwrite"], parallel=not soft)
 
     def train_stage(run: str, recipe: str, module: str, seed: int) -> Stage:
         args = [
@@ -121,6 +135,7 @@ def stages(recipes: Path, out: Path, quick: bool) -> list[Stage]:
             lambda: made_with() == "same" and _json(record).get("complete", False),
             lambda: made_with() == "other",
             ["--overwrite"],
+            parallel=True,
         )
 
     return [
@@ -183,26 +198,94 @@ def run_demo(config: DemoConfig) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     plan = stages(config.recipes, output_dir, config.quick)
     started = time.perf_counter()
+    runs = []  # (number, stage, command) of the stages to run, in plan order
     redone = False  # once a stage runs, every later one is redone too: its inputs may have changed
     for number, stage in enumerate(plan, start=1):
-        header = f"[demo {number}/{len(plan)}] {stage.name}"
         if not redone and stage.done():
-            print(f"{header}: finished earlier, reusing it (--fresh starts over)", flush=True)
+            print(
+                f"{_header(number, plan, stage)}: finished earlier, reusing it (--fresh starts over)",
+                flush=True,
+            )
             continue
         command = stage.command
         if redone or stage.other_settings():  # what is there came from other inputs or settings: start over
             command = [*command, *stage.overwrite]
-        print(f"{header}\n  $ {shlex.join(command)}", flush=True)
-        stage_start = time.perf_counter()
-        if subprocess.run(command, env=_stage_env()).returncode != 0:
-            raise DistillabError(f"demo stage '{stage.name}' failed (its error is above); re-run to resume")
+        runs.append((number, stage, command))
         redone = True
-        print(f"{header}: done in {time.perf_counter() - stage_start:.0f} s", flush=True)
+    for group in _groups(runs):
+        if group[0][1].parallel:
+            _run_parallel(group, plan, config.jobs, output_dir / "logs")
+        else:
+            _run_alone(*group[0], plan)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n")
     results = _json(output_dir / "results.json")
     print(textwrap.fill(" ".join(results.get("verdict", [])), width=110) + "\n")
     print(summary_table(results))
     print(f"\nreport: {output_dir / 'report.html'}  (markdown: {output_dir / 'report.md'})")
+
+
+def _groups(runs: list) -> list[list]:
+    """The runs cut into groups: each parallel run with the parallel runs next to it, every other run alone."""
+    groups: list[list] = []
+    for run in runs:
+        if groups and run[1].parallel and groups[-1][-1][1].parallel:
+            groups[-1].append(run)
+        else:
+            groups.append([run])
+    return groups
+
+
+def _run_alone(number: int, stage: Stage, command: list[str], plan: list[Stage]) -> None:
+    """One stage on every core, its output on the terminal."""
+    header = _header(number, plan, stage)
+    print(f"{header}\n  $ {shlex.join(command)}", flush=True)
+    start = time.perf_counter()
+    if subprocess.Popen(command, env=_stage_env(os.cpu_count() or 1)).wait() != 0:
+        raise DistillabError(f"demo stage '{stage.name}' failed (its error is above); re-run to resume")
+    print(f"{header}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _run_parallel(runs: list, plan: list[Stage], jobs: int, logs: Path) -> None:
+    """The runs, `jobs` at a time in plan order, each on cpu_count // jobs threads, output in `logs`/. A failed
+    one stops the others (they resume on the next run) and its log's end is shown."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = _stage_env(max(1, (os.cpu_count() or 1) // jobs))
+    pending, running = list(runs), {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                number, stage, command = pending.pop(0)
+                log = logs / f"{_slug(stage.name)}.log"
+                print(
+                    f"{_header(number, plan, stage)}: started, log {log}\n  $ {shlex.join(command)}",
+                    flush=True,
+                )
+                with log.open("w") as out:
+                    process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+                running[process] = (number, stage, log, time.perf_counter())
+            finished = next((p for p in running if p.poll() is not None), None)
+            if finished is None:
+                time.sleep(0.2)
+                continue
+            number, stage, log, start = running.pop(finished)
+            if finished.returncode != 0:
+                tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+                raise DistillabError(
+                    f"demo stage '{stage.name}' failed; the end of its log ({log}):\n{tail}re-run to resume"
+                )
+            print(f"{_header(number, plan, stage)}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    finally:
+        for process in running:  # after a failure or Ctrl-C: the others stop too
+            process.terminate()
+            process.wait()
+
+
+def _header(number: int, plan: list[Stage], stage: Stage) -> str:
+    return f"[demo {number}/{len(plan)}] {stage.name}"
+
+
+def _slug(name: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
 def summary_table(results: dict) -> str:
@@ -236,9 +319,9 @@ def _cell(value, fmt: str, key: str) -> str:
     return fmt.format(value)
 
 
-def _stage_env() -> dict[str, str]:
-    """Stages run one at a time: let each use every core (tests and benchmarks pin OMP_NUM_THREADS=1)."""
-    return {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1), "TOKENIZERS_PARALLELISM": "false"}
+def _stage_env(threads: int) -> dict[str, str]:
+    """A stage's environment: its share of the cores (tests and benchmarks pin OMP_NUM_THREADS=1)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _json(path: Path) -> dict:

@@ -12,7 +12,6 @@ from distillab.evaluate.metrics import (
     MetricTotals,
     cross_entropy_sum,
     kl_divergence_sum,
-    next_token_positions,
     shared_vocabulary,
     top1_agreement_count,
 )
@@ -22,22 +21,6 @@ from distillab.evaluate.metrics import (
 def logits():
     torch.manual_seed(0)
     return torch.randn(2, 5, 7) * 3, torch.randn(2, 5, 7) * 3
-
-
-def test_next_token_positions_shift_and_mask():
-    logits = torch.arange(2 * 4 * 3, dtype=torch.float).reshape(2, 4, 3)
-    labels = torch.tensor([[-100, -100, 1, 2], [-100, 0, -100, 1]])
-    selected, targets = next_token_positions(logits, labels)
-    # Row 0: labels at t=2,3 are predicted by logits at t=1,2; row 1: t=1 and t=3 by t=0 and t=2.
-    expected = torch.stack([logits[0, 1], logits[0, 2], logits[1, 0], logits[1, 2]])
-    assert torch.equal(selected, expected)
-    assert targets.tolist() == [1, 2, 0, 1]
-
-
-def test_a_label_at_position_zero_is_never_scored():
-    labels = torch.tensor([[3, -100, -100]])
-    selected, targets = next_token_positions(torch.zeros(1, 3, 5), labels)
-    assert selected.shape == (0, 5) and targets.numel() == 0
 
 
 def test_cross_entropy_is_the_summed_negative_log_likelihood(logits):

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from distillab.evaluate import run
 from distillab.evaluate.config import EvaluateConfig
 from distillab.evaluate.evalsets import encode_set, load_heldout_set
-from distillab.evaluate.scoring import score
+from distillab.evaluate.scoring import score, teacher_logits
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,24 @@ def test_a_different_student_disagrees_with_the_teacher(teacher, student, heldou
     assert totals.kl_per_token > 0.1
     assert 0.0 <= totals.top1_agreement < 1.0
     assert math.isfinite(totals.cross_entropy)
+
+
+def test_the_teachers_kept_logits_score_like_the_teacher_beside_the_student(teacher, student, heldout):
+    """evaluate computes the teacher's held-out logits once for every student: the same sums as running it
+    beside each student, up to the size limit (TEACHER_LOGITS_BYTES), past which the teacher runs again."""
+    model, tokenizer = teacher
+    encoded = encode_set(heldout, tokenizer, 512)
+    pad_id = tokenizer.pad_token_id
+    beside = score(student, encoded, batch_size=3, pad_id=pad_id, teacher=model)
+    kept = score(student, encoded, 3, pad_id, teacher=teacher_logits(model, encoded, 3, pad_id))
+    assert (kept.tokens, kept.nll, kept.kl, kept.agreements) == (
+        beside.tokens,
+        beside.nll,
+        beside.kl,
+        beside.agreements,
+    )
+    fits = encoded.scored_tokens * model.config.vocab_size * 4  # float32
+    assert len(run._kept_teacher_logits(model, encoded, 3, pad_id)) == -(-len(encoded.input_ids) // 3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "TEACHER_LOGITS_BYTES", fits - 1)
+        assert run._kept_teacher_logits(model, encoded, 3, pad_id) is None

@@ -17,7 +17,6 @@ from distillab.kd.losses import (
     kd_loss,
     reference_divergence,
     reference_kd_loss,
-    shift_labels,
 )
 
 VOCAB = 11
@@ -410,11 +409,6 @@ def test_shape_and_argument_errors_name_the_mismatch():
         ValueError, match=r"student_logits must be \[batch, tokens, vocab\], got shape \(14, 11\)"
     ):
         kd_loss(student.flatten(0, 1), labels, teacher_logits=teacher)
-
-
-def test_shift_labels_aligns_next_tokens_with_logits():
-    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6, 7]])
-    assert shift_labels(labels).tolist() == [[IGNORE_INDEX, 5, 6, 7, IGNORE_INDEX]]
 
 
 @pytest.mark.parametrize("loss", [kd_loss, reference_kd_loss])

@@ -86,24 +86,37 @@ def test_offline_kd_loss_is_the_formula_on_the_stored_top_k(
 
 class LossInputsRecorder:
     """For every training step: the tokens the student saw (`input_ids`, and `position_ids` when packed), and the
-    labels and top-k targets `kd_loss` was given (`labels`, `ids`, `logprobs`)."""
+    labels and top-k targets `kd_loss` was given (`labels`, `ids`, `logprobs`), put back at their places in the
+    batch (the loss gets the supervised positions only, `supervised_logits`; elsewhere: -100, -1, -inf)."""
 
     def __init__(self, monkeypatch):
         self.steps = []
         compute_loss, loss = DistillabKDTrainer.compute_loss, kd_trainer.kd_loss
+        logits_at = kd_trainer.supervised_logits
 
         def recording_compute_loss(trainer, model, inputs, *args, **kwargs):
             self.steps.append({k: inputs[k].clone() for k in ("input_ids", "position_ids") if k in inputs})
             return compute_loss(trainer, model, inputs, *args, **kwargs)
 
+        def recording_logits(*args, **kwargs):
+            logits, labels, positions = logits_at(*args, **kwargs)
+            self.steps[-1]["positions"] = positions
+            return logits, labels, positions
+
         def recording_loss(logits, labels, **kwargs):
-            targets = (labels, kwargs["teacher_topk_ids"], kwargs["teacher_topk_logprobs"])
-            self.steps[-1].update(
-                zip(("labels", "ids", "logprobs"), (t.clone() for t in targets), strict=True)
-            )
+            step = self.steps[-1]
+            targets = {
+                "labels": (labels, IGNORE_INDEX),
+                "ids": (kwargs["teacher_topk_ids"], -1),
+                "logprobs": (kwargs["teacher_topk_logprobs"], -math.inf),
+            }
+            for name, (kept, fill) in targets.items():
+                step[name] = kept.new_full((len(kept), step["input_ids"].shape[1], *kept.shape[2:]), fill)
+                step[name][:, step["positions"]] = kept
             return loss(logits, labels, **kwargs)
 
         monkeypatch.setattr(DistillabKDTrainer, "compute_loss", recording_compute_loss)
+        monkeypatch.setattr(kd_trainer, "supervised_logits", recording_logits)
         monkeypatch.setattr(kd_trainer, "kd_loss", recording_loss)
 
 

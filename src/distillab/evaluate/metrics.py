@@ -11,16 +11,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from distillab.data.chat import IGNORE_INDEX
-
-
-def next_token_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [B, T, V] and unshifted labels [B, T] -> (logits [n, V], targets [n]) at the scored positions:
-    the logit at t predicts the label at t + 1; labels of -100 are not scored."""
-    shifted_logits, targets = logits[:, :-1], labels[:, 1:]
-    scored = targets != IGNORE_INDEX
-    return shifted_logits[scored], targets[scored]
-
 
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Σ_t −log p(target_t): the summed negative log-likelihood of `targets` (nats)."""

@@ -3,7 +3,8 @@
 Order: every input is checked first (model folders, eval sets, lm-eval task names, coefficients), so a typo
 fails in seconds with one line. Then the teacher is loaded once and kept; each student is loaded in turn and
 scored on the reference data and, beside the teacher, on the held-out teacher generations (the teacher's
-logits are recomputed per student: nothing of vocabulary size is cached); then lm-eval runs per model.
+logits at the scored held-out positions are computed once when they fit in `TEACHER_LOGITS_BYTES`, else
+recomputed beside each student); then lm-eval runs per model.
 Output, in `output_dir`:
 
     results.json            one entry per model + the eval sets, decontamination and law settings used
@@ -44,13 +45,14 @@ from distillab.evaluate.evalsets import (
 from distillab.evaluate.html import render_html
 from distillab.evaluate.models import ModelSpec, load_model, load_tokenizer, resolve_models
 from distillab.evaluate.report import METRIC_LABELS, lm_eval_columns, render_report, token_match
-from distillab.evaluate.scoring import score
+from distillab.evaluate.scoring import score, teacher_logits
 from distillab.evaluate.verdict import retention, verdict
 from distillab.fileio import atomic_write_json, atomic_write_text, check_output_dir, utc_timestamp
 from distillab.scaling import load_coefficients
 from distillab.scaling.flops import non_embedding_params
 
 NO_HELDOUT = "no held-out teacher generations given (--heldout_data)"
+TEACHER_LOGITS_BYTES = 2 * 2**30  # the teacher's held-out logits are kept for every student up to this size
 
 
 @dataclass
@@ -61,6 +63,12 @@ class Teacher:
     fingerprint: str
     pad_id: int
     heldout: EncodedSet | None
+    heldout_logits: list | None  # the teacher's logits at the scored positions of `heldout`, per batch
+
+    @property
+    def heldout_pair(self):
+        """What a student's held-out scores pair with (`score`'s `teacher`): the kept logits, or the model."""
+        return self.model if self.heldout_logits is None else self.heldout_logits
 
 
 def evaluate(config: EvaluateConfig) -> Path:
@@ -137,11 +145,13 @@ def measure_models(
     teacher_spec, *students = specs
     tokenizer = load_tokenizer(teacher_spec)
     model = load_model(teacher_spec, device, config.dtype)
+    encoded = encode_set(heldout, tokenizer, config.max_length) if heldout is not None else None
     teacher = Teacher(
         model,
         tokenizer_fingerprint(tokenizer),
         _pad_id(tokenizer),
-        encode_set(heldout, tokenizer, config.max_length) if heldout is not None else None,
+        encoded,
+        _kept_teacher_logits(model, encoded, config.batch_size, _pad_id(tokenizer)),
     )
     entries = [measure(teacher_spec, model, tokenizer, reference, heldout, config, teacher=None)]
     for spec in students:
@@ -200,7 +210,7 @@ def _measure_heldout(
         encoded,
         config.batch_size,
         _pad_id(tokenizer),
-        teacher.model if same_tokens else None,
+        teacher.heldout_pair if same_tokens else None,
         description,
     )
     entry["ce_teacher_generations"] = own.cross_entropy
@@ -213,7 +223,7 @@ def _measure_heldout(
                 teacher.heldout,
                 config.batch_size,
                 teacher.pad_id,
-                teacher.model,
+                teacher.heldout_pair,
                 f"{description} (teacher's tokens)",
             )
         )
@@ -225,6 +235,17 @@ def _measure_heldout(
         )
         print(f"evaluate: warning: {entry['name']}: KL and top-1 agreement skipped: {reason}", flush=True)
         entry["skipped"].update(dict.fromkeys(("kl_teacher", "top1_agreement"), reason))
+
+
+def _kept_teacher_logits(model, encoded: EncodedSet | None, batch_size: int, pad_id: int) -> list | None:
+    """The teacher's logits at the scored held-out positions, computed once for every student when they fit in
+    TEACHER_LOGITS_BYTES (None: the teacher runs again beside each student)."""
+    if encoded is None:
+        return None
+    element_size = next(model.parameters()).element_size()
+    if encoded.scored_tokens * model.config.vocab_size * element_size > TEACHER_LOGITS_BYTES:
+        return None
+    return teacher_logits(model, encoded, batch_size, pad_id, "teacher: logits on the teacher generations")
 
 
 def _describe(spec: ModelSpec, model, fingerprint: str) -> dict[str, Any]:

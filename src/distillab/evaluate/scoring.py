@@ -1,5 +1,6 @@
 """Batched forward passes over an encoded eval set: a model alone (cross-entropy) or a student beside the
-teacher on the same tokens (cross-entropy, KL(teacher‖student), top-1 agreement)."""
+teacher on the same tokens (cross-entropy, KL(teacher‖student), top-1 agreement). The LM head runs at the
+scored positions only (`distillab.lmhead`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from tqdm.auto import tqdm
 
 from distillab.data.chat import IGNORE_INDEX
 from distillab.evaluate.evalsets import EncodedSet
-from distillab.evaluate.metrics import MetricTotals, next_token_positions
+from distillab.evaluate.metrics import MetricTotals
+from distillab.lmhead import scored_logits
 
 
 def padded_batches(
@@ -42,19 +44,40 @@ def score(
     description: str = "scoring",
 ) -> MetricTotals:
     """Cross-entropy of `model` on the scored tokens; with `teacher`, also KL(teacher‖model) and top-1
-    agreement (the teacher runs on the same token ids: both must share a tokenizer)."""
-    device = next(model.parameters()).device
+    agreement. `teacher`: a model run on the same token ids (both must share a tokenizer), or its logits at the
+    scored positions of the same batches (`teacher_logits`, computed once for several students)."""
     totals = MetricTotals()
+    for index, (inputs, labels) in enumerate(_batches(model, encoded, batch_size, pad_id, description)):
+        logits, targets = scored_logits(model, inputs, labels)
+        if isinstance(teacher, list):
+            paired = teacher[index]
+        elif teacher is not None:
+            paired, _ = scored_logits(teacher, inputs, labels)
+        else:
+            paired = None
+        totals.add(logits, targets, paired)
+    return totals
+
+
+@torch.inference_mode()
+def teacher_logits(
+    model, encoded: EncodedSet, batch_size: int, pad_id: int, description: str = "teacher logits"
+) -> list[torch.Tensor]:
+    """`model`'s logits at the scored positions of each batch of `encoded` (for `score`'s `teacher`)."""
+    return [
+        scored_logits(model, inputs, labels)[0]
+        for inputs, labels in _batches(model, encoded, batch_size, pad_id, description)
+    ]
+
+
+def _batches(model, encoded: EncodedSet, batch_size: int, pad_id: int, description: str):
+    """(model inputs, labels) of each batch of `padded_batches`, on the model's device, with a progress bar."""
+    device = next(model.parameters()).device
     n_batches = -(-len(encoded.input_ids) // batch_size)
     for input_ids, attention_mask, labels in tqdm(
         padded_batches(encoded, batch_size, pad_id), total=n_batches, desc=description, unit="batch"
     ):
-        input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
-        logits, targets = next_token_positions(model(input_ids, attention_mask=attention_mask).logits, labels)
-        teacher_logits = None
-        if teacher is not None:
-            teacher_logits, _ = next_token_positions(
-                teacher(input_ids, attention_mask=attention_mask).logits, labels
-            )
-        totals.add(logits, targets, teacher_logits)
-    return totals
+        yield (
+            {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)},
+            labels.to(device),
+        )

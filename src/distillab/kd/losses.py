@@ -24,7 +24,7 @@ JSD_beta / (1 - beta) -> KL(p || q) as beta -> 1 (TRL substitutes those KLs at e
 forward_kl or reverse_kl instead). beta = 0.5 is the symmetric Jensen-Shannon divergence.
 
 Alignment: every per-token input is aligned with the student's logits at position t. ``labels[b, t]`` is the
-token at t + 1 (see :func:`shift_labels`), and the teacher's distribution at t is over the token at t + 1
+token at t + 1 (see `distillab.lmhead.shift_labels`), and the teacher's distribution at t is over the token at t + 1
 (docs/architecture.md): the usual causal-LM shift, applied once by the data pipeline.
 
 Sparse targets are the stored teacher top-k: ``topk_ids`` and raw ``topk_logprobs`` at temperature 1. A slot
@@ -201,11 +201,6 @@ def kd_loss(
     )
     count = torch.tensor(n_tokens, device=student_logits.device)
     return KDLossOutput(loss=loss, kd=kd, ntp=ntp, z=z, n_tokens=count)
-
-
-def shift_labels(labels: Tensor) -> Tensor:
-    """HF-style labels (label t = token t) -> labels aligned with the logits (label t = token t + 1)."""
-    return F.pad(labels[..., 1:], (0, 1), value=IGNORE_INDEX)
 
 
 def log_tail_mass(log_probs: Tensor) -> Tensor:

@@ -13,12 +13,13 @@ import dataclasses
 from typing import Any
 
 import torch
+from transformers.modeling_outputs import CausalLMOutput
 
 from distillab.data.chat import IGNORE_INDEX
 from distillab.data.run_record import TeacherPass
 from distillab.data.softlabels import PAD_ID
 from distillab.errors import DataError
-from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss, shift_labels
+from distillab.kd.losses import KDLossConfig, KDLossOutput, kd_loss
 from distillab.kd.soft_labels import (
     TEACHER_COLUMNS,
     TOPK_IDS,
@@ -26,6 +27,7 @@ from distillab.kd.soft_labels import (
     TOPK_LOGPROBS,
     SoftLabelCollator,
 )
+from distillab.lmhead import supervised_logits
 from distillab.sft import DistillabSFTTrainer
 
 LOGGED_TERMS = ("kd", "ntp", "z")
@@ -78,13 +80,12 @@ class DistillabKDTrainer(DistillabSFTTrainer):
             self._signature_columns = [*self._signature_columns, *TEACHER_COLUMNS]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = shift_labels(inputs["labels"])
         model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", *TEACHER_COLUMNS)}
-        outputs = model(**model_inputs, use_cache=False)
+        logits, labels, positions = supervised_logits(model, model_inputs, inputs["labels"], return_outputs)
         result = kd_loss(
-            outputs.logits,
+            logits,
             labels,
-            **self._targets(inputs, model_inputs, labels),
+            **self._targets(inputs, model_inputs, labels, positions),
             config=self.loss_config,
             reduction="sum",
         )
@@ -95,21 +96,24 @@ class DistillabKDTrainer(DistillabSFTTrainer):
                 self.accelerator.num_processes // self.get_tp_size()
             )  # as SFTTrainer: DDP averages
         self._log_terms(result)
-        return (loss, outputs) if return_outputs else loss
+        return (loss, CausalLMOutput(loss=loss, logits=logits)) if return_outputs else loss
 
-    def _targets(self, inputs, model_inputs, labels) -> dict[str, torch.Tensor]:
+    def _targets(self, inputs, model_inputs, labels, positions) -> dict[str, torch.Tensor]:
+        """The teacher's targets at the kept `positions` (those of the student's logits and `labels`)."""
         if self.teacher_model is not None:
             with torch.no_grad():
-                return {"teacher_logits": self.teacher_model(**model_inputs, use_cache=False).logits}
-        ids = inputs[TOPK_IDS]
+                teacher = self.teacher_model(**model_inputs, use_cache=False, logits_to_keep=positions)
+                return {"teacher_logits": teacher.logits}
+        ids = inputs[TOPK_IDS][:, positions]
         if ((labels != IGNORE_INDEX) & (ids[..., 0] == PAD_ID)).any():
             raise DataError(
                 "a supervised token of the batch has no stored soft labels: the soft labels are misaligned"
             )
+        log_tail = inputs.get(TOPK_LOG_TAIL)
         return {
             "teacher_topk_ids": ids,
-            "teacher_topk_logprobs": inputs[TOPK_LOGPROBS],
-            "teacher_topk_log_tail": inputs.get(TOPK_LOG_TAIL),
+            "teacher_topk_logprobs": inputs[TOPK_LOGPROBS][:, positions],
+            "teacher_topk_log_tail": None if log_tail is None else log_tail[:, positions],
         }
 
     def _log_terms(self, result: KDLossOutput) -> None:
