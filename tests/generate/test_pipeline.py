@@ -1,4 +1,5 @@
-"""The distilabel pipeline is only built (no engine started, nothing written) until it runs."""
+"""The distilabel pipeline: only built (no engine started, nothing written) until it runs; when it runs, the
+shards are all it keeps; its teardown and stop handler do not hang."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import time
 
 import pytest
 
+from distillab.data.hardlabels import ShardStore
 from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import TransformersTeacher
-from distillab.generate.pipeline import build_distilabel_pipeline
+from distillab.generate.pipeline import build_distilabel_pipeline, run_pipeline
+from distillab.generate.prompts import build_prompt_set
+from distillab.generate.run import load_teacher_tokenizer
 
 
 def test_building_the_pipeline_starts_no_engine_and_writes_nothing(tmp_path):
@@ -22,6 +26,31 @@ def test_building_the_pipeline_starts_no_engine_and_writes_nothing(tmp_path):
     assert step.llm is teacher and step.input_batch_size == 4
     assert teacher._model is None  # not loaded: the model folder does not even exist
     assert not output_dir.exists()
+
+
+def test_a_run_keeps_nothing_but_the_shards(tmp_path, tiny_teacher, monkeypatch):
+    """distilabel wrote every batch of every step as JSON, saved its pipeline and batch manager after every batch,
+    and kept a parquet copy of the rows that it loaded with `datasets` at the end (one more copy in the datasets
+    cache): none of it was ever read (a run resumes from its shards), all of it cost time. Only the rows in the
+    shards are left (and distilabel's log, when it logged anything)."""
+    import datasets
+
+    datasets_cache = tmp_path / "datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", datasets_cache)
+    config = GenerateConfig(
+        model=str(tiny_teacher),
+        generator="basic_arithmetic",
+        num_prompts=6,
+        max_new_tokens=4,
+        batch_size=2,
+        output_dir=str(tmp_path / "out"),
+    )
+    requests = build_prompt_set(config, *load_teacher_tokenizer(config)).requests
+    run_pipeline(config, requests)
+    assert sorted(ShardStore(config.run_dir).rows()) == sorted(r["id"] for r in requests)
+    distilabel_files = [p.name for p in (config.run_dir / ".distilabel").rglob("*") if p.is_file()]
+    assert set(distilabel_files) <= {"pipeline.log"}
+    assert not datasets_cache.exists() or not any(datasets_cache.iterdir())
 
 
 SURVIVOR_TEARDOWN = """

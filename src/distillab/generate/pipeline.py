@@ -23,9 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distilabel.constants import STEPS_OUTPUTS_PATH
 from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
 from distilabel.pipeline.base import BasePipeline
+from distilabel.pipeline.batch import _Batch
 from distilabel.steps import Step, StepInput, StepResources
 from distilabel.steps.tasks import TextGeneration
 from distilabel.utils.logging import stop_logging
@@ -109,13 +111,40 @@ class ShardWriter(Step):
         super().unload()
 
 
+class _NoRows:
+    """A write buffer that keeps nothing (see `StoppablePipeline._setup_write_buffer`)."""
+
+    def add_batch(self, batch: _Batch) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class StoppablePipeline(Pipeline):
     """distilabel's local Pipeline, stopped alike by Ctrl-C and SIGTERM the way distilabel stops on Ctrl-C (each
     step finishes its batch, so the shard writer flushes it; a second signal forces the stop), remembering the
-    signal so that the run ends as interrupted."""
+    signal so that the run ends as interrupted. The shard store is the run's only record: distilabel's cache and
+    its copy of the rows are not kept."""
 
     stopped_by: int | None = None
     _teardown_started: bool = False
+
+    def _cache(self) -> None:
+        """distilabel saves the pipeline, its batch manager and their batches after every batch and at the end,
+        for its own resume; distillab resumes from its id-keyed shards (the runs pass use_cache=False), so
+        nothing is saved."""
+
+    def _register_batch(self, batch: _Batch) -> None:
+        """distilabel's, without the JSON copy of every batch's rows that it writes for its own resume."""
+        self._batch_manager.register_batch(batch)  # type: ignore[union-attr]
+
+    def _setup_write_buffer(self, use_cache: bool = True) -> None:
+        """distilabel buffers the last step's rows to parquet files, which it loads with `datasets` (a copy
+        under ~/.cache/huggingface) as the Distiset `run` returns. Those rows are in the shard store already:
+        none are kept, and the Distiset comes back empty."""
+        (self._cache_location["data"] / STEPS_OUTPUTS_PATH).mkdir(parents=True, exist_ok=True)
+        self._write_buffer = _NoRows()  # type: ignore[assignment]
 
     def _handle_keyboard_interrupt(self) -> Any:  # distilabel's hook, called once the workers are up
         def stop(signum: int, frame: Any) -> None:
