@@ -1,9 +1,10 @@
 """The distilabel pipeline: only built (no engine started, nothing written) until it runs; when it runs, the
-shards are all it keeps; its teardown and stop handler do not hang."""
+shards are all it keeps; its load wait, teardown and stop handler do not hang."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from distillab.data.hardlabels import ShardStore
 from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import TransformersTeacher
-from distillab.generate.pipeline import build_distilabel_pipeline, run_pipeline
+from distillab.generate.pipeline import StoppablePipeline, build_distilabel_pipeline, run_pipeline
 from distillab.generate.prompts import build_prompt_set
 from distillab.generate.run import load_teacher_tokenizer
 
@@ -51,6 +52,53 @@ def test_a_run_keeps_nothing_but_the_shards(tmp_path, tiny_teacher, monkeypatch)
     distilabel_files = [p.name for p in (config.run_dir / ".distilabel").rglob("*") if p.is_file()]
     assert set(distilabel_files) <= {"pipeline.log"}
     assert not datasets_cache.exists() or not any(datasets_cache.iterdir())
+
+
+def loading_pipeline(tmp_path) -> StoppablePipeline:
+    """A built generate pipeline (2 teacher replicas) whose step start-up is left to the test: `_run_steps`
+    starts nothing, and every replica is "not loaded" until the test sets distilabel's load status."""
+    config = GenerateConfig(model="teacher", generator="chain_sum", output_dir=str(tmp_path), replicas=2)
+    pipeline = build_distilabel_pipeline(config, TransformersTeacher(model="teacher"), total=1)
+    pipeline._init_steps_load_status()
+    pipeline._steps_to_be_loaded_in_stage = lambda stage: list(pipeline.dag)
+    pipeline._run_steps = lambda steps: None
+    return pipeline
+
+
+def load_later(pipeline: StoppablePipeline, status: dict[str, int]) -> threading.Thread:
+    """Set distilabel's load status of the steps as its load-queue thread does, from another thread."""
+
+    def load() -> None:
+        time.sleep(0.2)
+        with pipeline._steps_load_status_lock:
+            pipeline._steps_load_status.update(status)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("teacher_status", "loaded"),
+    [(2, True), (-1000, True), (-666, False)],
+    ids=["both-replicas-loaded", "finished-already", "failed"],
+)
+def test_the_load_wait_ends_when_every_replica_loaded_or_one_failed(tmp_path, teacher_status, loaded):
+    """The load wait (distilabel's, polled more often): loaded once every replica of every step is (or the step
+    already finished, -1000), failed once one replica failed (-666)."""
+    pipeline = loading_pipeline(tmp_path)
+    load_later(pipeline, {"teacher": teacher_status, "shard_writer": 1})
+    assert pipeline._run_stage_steps_and_wait(stage=0) is loaded
+
+
+def test_the_load_wait_waits_for_every_replica_and_ends_on_a_stop(tmp_path):
+    """One teacher replica of two loaded: still waiting, until the stop flag ends the wait as a failed load."""
+    pipeline = loading_pipeline(tmp_path)
+    load_later(pipeline, {"teacher": 1, "shard_writer": 1}).join()
+    stopper = threading.Timer(0.5, lambda: setattr(pipeline, "_stop_called", True))
+    stopper.start()
+    assert pipeline._run_stage_steps_and_wait(stage=0) is False
+    assert pipeline._stop_called  # it ended because of the stop, not because the replicas counted as loaded
 
 
 SURVIVOR_TEARDOWN = """
