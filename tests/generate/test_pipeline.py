@@ -91,6 +91,33 @@ def test_the_load_wait_ends_when_every_replica_loaded_or_one_failed(tmp_path, te
     assert pipeline._run_stage_steps_and_wait(stage=0) is loaded
 
 
+def test_a_failed_load_waits_for_the_step_error(tmp_path, monkeypatch):
+    """A step that fails to load says so on the load queue, then its exception reaches the pool's error callback:
+    the wait ends once it has, so the run's error names the cause (lost when the wait first polled faster)."""
+    from distilabel.pipeline import local
+    from distilabel.pipeline.step_wrapper import _StepWrapperException
+
+    monkeypatch.setattr(local, "_SUBPROCESS_EXCEPTION", None)
+    pipeline = loading_pipeline(tmp_path)
+    try:
+        raise OSError("the weights do not fit the config")
+    except OSError as err:
+        cause = err
+    error = _StepWrapperException.create_load_error(
+        "load failed", pipeline.dag.get_step("teacher")["step"], cause
+    )
+
+    def fail_to_load() -> None:  # as the step worker and the pool do it
+        with pipeline._steps_load_status_lock:
+            pipeline._steps_load_status["teacher"] = -666
+        time.sleep(0.3)
+        pipeline._error_callback(error)
+
+    threading.Thread(target=fail_to_load, daemon=True).start()
+    assert pipeline._run_stage_steps_and_wait(stage=0) is False
+    assert local._SUBPROCESS_EXCEPTION is cause
+
+
 def test_the_load_wait_waits_for_every_replica_and_ends_on_a_stop(tmp_path):
     """One teacher replica of two loaded: still waiting, until the stop flag ends the wait as a failed load."""
     pipeline = loading_pipeline(tmp_path)

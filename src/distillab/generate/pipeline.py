@@ -45,6 +45,9 @@ TEARDOWN_GRACE_S = 30.0  # after distilabel's SIGTERM to its step workers, SIGKI
 WORKER_DEATH_WATCH_S = 5.0  # after a stop signal: a worker or the manager dying meanwhile was killed by it
 STOP_LOCK_WAIT_S = 1.0  # distilabel takes its stop lock briefly, except while a stage's steps load
 LOAD_POLL_S = 0.1  # how often the run looks whether the steps have loaded (distilabel: every 2.5 s)
+LOAD_ERROR_WAIT_S = (
+    2.5  # after a step failed to load: at most this long for its exception (the failure's cause)
+)
 
 
 def contract_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +133,7 @@ class StoppablePipeline(Pipeline):
 
     stopped_by: int | None = None
     _teardown_started: bool = False
+    _step_error_received: bool = False
 
     def _cache(self) -> None:
         """distilabel saves the pipeline, its batch manager and their batches after every batch and at the end,
@@ -157,6 +161,7 @@ class StoppablePipeline(Pipeline):
                 with self._steps_load_status_lock:
                     loaded = self._get_steps_load_status(steps)
                 if _STEP_LOAD_FAILED_CODE in loaded.values():
+                    self._wait_for_the_step_error()
                     self._logger.error(f"❌ Failed to load all the steps of stage {stage}")
                     return False
                 if all(
@@ -165,6 +170,19 @@ class StoppablePipeline(Pipeline):
                     return True
                 time.sleep(LOAD_POLL_S)
         return False
+
+    def _wait_for_the_step_error(self) -> None:
+        """A step that fails to load says so on the load queue, then raises: its exception, the cause the run's
+        error names, reaches the pool's error callback a moment later (at most LOAD_ERROR_WAIT_S)."""
+        deadline = time.monotonic() + LOAD_ERROR_WAIT_S
+        while not self._step_error_received and time.monotonic() < deadline:
+            time.sleep(LOAD_POLL_S / 10)
+
+    def _error_callback(self, e: BaseException) -> None:  # the pool's, when a step worker's task raised
+        try:
+            super()._error_callback(e)
+        finally:
+            self._step_error_received = True
 
     def _handle_keyboard_interrupt(self) -> Any:  # distilabel's hook, called once the workers are up
         def stop(signum: int, frame: Any) -> None:
