@@ -1,15 +1,20 @@
-"""The distilabel pipeline is only built (no engine started, nothing written) until it runs."""
+"""The distilabel pipeline: only built (no engine started, nothing written) until it runs; when it runs, the
+shards are all it keeps; its load wait, teardown and stop handler do not hang."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
 
+from distillab.data.hardlabels import ShardStore
 from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import TransformersTeacher
-from distillab.generate.pipeline import build_distilabel_pipeline
+from distillab.generate.pipeline import StoppablePipeline, build_distilabel_pipeline, run_pipeline
+from distillab.generate.prompts import build_prompt_set
+from distillab.generate.run import load_teacher_tokenizer
 
 
 def test_building_the_pipeline_starts_no_engine_and_writes_nothing(tmp_path):
@@ -22,6 +27,105 @@ def test_building_the_pipeline_starts_no_engine_and_writes_nothing(tmp_path):
     assert step.llm is teacher and step.input_batch_size == 4
     assert teacher._model is None  # not loaded: the model folder does not even exist
     assert not output_dir.exists()
+
+
+def test_a_run_keeps_nothing_but_the_shards(tmp_path, tiny_teacher, monkeypatch):
+    """distilabel wrote every batch of every step as JSON, saved its pipeline and batch manager after every batch,
+    and kept a parquet copy of the rows that it loaded with `datasets` at the end (one more copy in the datasets
+    cache): none of it was ever read (a run resumes from its shards), all of it cost time. Only the rows in the
+    shards are left (and distilabel's log, when it logged anything)."""
+    import datasets
+
+    datasets_cache = tmp_path / "datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", datasets_cache)
+    config = GenerateConfig(
+        model=str(tiny_teacher),
+        generator="basic_arithmetic",
+        num_prompts=6,
+        max_new_tokens=4,
+        batch_size=2,
+        output_dir=str(tmp_path / "out"),
+    )
+    requests = build_prompt_set(config, *load_teacher_tokenizer(config)).requests
+    run_pipeline(config, requests)
+    assert sorted(ShardStore(config.run_dir).rows()) == sorted(r["id"] for r in requests)
+    distilabel_files = [p.name for p in (config.run_dir / ".distilabel").rglob("*") if p.is_file()]
+    assert set(distilabel_files) <= {"pipeline.log"}
+    assert not datasets_cache.exists() or not any(datasets_cache.iterdir())
+
+
+def loading_pipeline(tmp_path) -> StoppablePipeline:
+    """A built generate pipeline (2 teacher replicas) whose step start-up is left to the test: `_run_steps`
+    starts nothing, and every replica is "not loaded" until the test sets distilabel's load status."""
+    config = GenerateConfig(model="teacher", generator="chain_sum", output_dir=str(tmp_path), replicas=2)
+    pipeline = build_distilabel_pipeline(config, TransformersTeacher(model="teacher"), total=1)
+    pipeline._init_steps_load_status()
+    pipeline._steps_to_be_loaded_in_stage = lambda stage: list(pipeline.dag)
+    pipeline._run_steps = lambda steps: None
+    return pipeline
+
+
+def load_later(pipeline: StoppablePipeline, status: dict[str, int]) -> threading.Thread:
+    """Set distilabel's load status of the steps as its load-queue thread does, from another thread."""
+
+    def load() -> None:
+        time.sleep(0.2)
+        with pipeline._steps_load_status_lock:
+            pipeline._steps_load_status.update(status)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("teacher_status", "loaded"),
+    [(2, True), (-1000, True), (-666, False)],
+    ids=["both-replicas-loaded", "finished-already", "failed"],
+)
+def test_the_load_wait_ends_when_every_replica_loaded_or_one_failed(tmp_path, teacher_status, loaded):
+    """The load wait (distilabel's, polled more often): loaded once every replica of every step is (or the step
+    already finished, -1000), failed once one replica failed (-666)."""
+    pipeline = loading_pipeline(tmp_path)
+    load_later(pipeline, {"teacher": teacher_status, "shard_writer": 1})
+    assert pipeline._run_stage_steps_and_wait(stage=0) is loaded
+
+
+def test_a_failed_load_waits_for_the_step_error(tmp_path, monkeypatch):
+    """A step that fails to load says so on the load queue, then its exception reaches the pool's error callback:
+    the wait ends once it has, so the run's error names the cause (lost when the wait first polled faster)."""
+    from distilabel.pipeline import local
+    from distilabel.pipeline.step_wrapper import _StepWrapperException
+
+    monkeypatch.setattr(local, "_SUBPROCESS_EXCEPTION", None)
+    pipeline = loading_pipeline(tmp_path)
+    try:
+        raise OSError("the weights do not fit the config")
+    except OSError as err:
+        cause = err
+    error = _StepWrapperException.create_load_error(
+        "load failed", pipeline.dag.get_step("teacher")["step"], cause
+    )
+
+    def fail_to_load() -> None:  # as the step worker and the pool do it
+        with pipeline._steps_load_status_lock:
+            pipeline._steps_load_status["teacher"] = -666
+        time.sleep(0.3)
+        pipeline._error_callback(error)
+
+    threading.Thread(target=fail_to_load, daemon=True).start()
+    assert pipeline._run_stage_steps_and_wait(stage=0) is False
+    assert local._SUBPROCESS_EXCEPTION is cause
+
+
+def test_the_load_wait_waits_for_every_replica_and_ends_on_a_stop(tmp_path):
+    """One teacher replica of two loaded: still waiting, until the stop flag ends the wait as a failed load."""
+    pipeline = loading_pipeline(tmp_path)
+    load_later(pipeline, {"teacher": 1, "shard_writer": 1}).join()
+    stopper = threading.Timer(0.5, lambda: setattr(pipeline, "_stop_called", True))
+    stopper.start()
+    assert pipeline._run_stage_steps_and_wait(stage=0) is False
+    assert pipeline._stop_called  # it ended because of the stop, not because the replicas counted as loaded
 
 
 SURVIVOR_TEARDOWN = """

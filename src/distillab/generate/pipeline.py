@@ -23,9 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distilabel.constants import STEPS_OUTPUTS_PATH
 from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
-from distilabel.pipeline.base import BasePipeline
+from distilabel.pipeline.base import _STEP_LOAD_FAILED_CODE, _STEP_UNLOADED_CODE, BasePipeline
+from distilabel.pipeline.batch import _Batch
 from distilabel.steps import Step, StepInput, StepResources
 from distilabel.steps.tasks import TextGeneration
 from distilabel.utils.logging import stop_logging
@@ -42,6 +44,10 @@ TEACHER_STEP = "teacher"
 TEARDOWN_GRACE_S = 30.0  # after distilabel's SIGTERM to its step workers, SIGKILL for those still alive
 WORKER_DEATH_WATCH_S = 5.0  # after a stop signal: a worker or the manager dying meanwhile was killed by it
 STOP_LOCK_WAIT_S = 1.0  # distilabel takes its stop lock briefly, except while a stage's steps load
+LOAD_POLL_S = 0.1  # how often the run looks whether the steps have loaded (distilabel: every 2.5 s)
+LOAD_ERROR_WAIT_S = (
+    2.5  # after a step failed to load: at most this long for its exception (the failure's cause)
+)
 
 
 def contract_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -109,13 +115,74 @@ class ShardWriter(Step):
         super().unload()
 
 
+class _NoRows:
+    """A write buffer that keeps nothing (see `StoppablePipeline._setup_write_buffer`)."""
+
+    def add_batch(self, batch: _Batch) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class StoppablePipeline(Pipeline):
     """distilabel's local Pipeline, stopped alike by Ctrl-C and SIGTERM the way distilabel stops on Ctrl-C (each
     step finishes its batch, so the shard writer flushes it; a second signal forces the stop), remembering the
-    signal so that the run ends as interrupted."""
+    signal so that the run ends as interrupted. The shard store is the run's only record: distilabel's cache and
+    its copy of the rows are not kept."""
 
     stopped_by: int | None = None
     _teardown_started: bool = False
+    _step_error_received: bool = False
+
+    def _cache(self) -> None:
+        """distilabel saves the pipeline, its batch manager and their batches after every batch and at the end,
+        for its own resume; distillab resumes from its id-keyed shards (the runs pass use_cache=False), so
+        nothing is saved."""
+
+    def _register_batch(self, batch: _Batch) -> None:
+        """distilabel's, without the JSON copy of every batch's rows that it writes for its own resume."""
+        self._batch_manager.register_batch(batch)  # type: ignore[union-attr]
+
+    def _setup_write_buffer(self, use_cache: bool = True) -> None:
+        """distilabel buffers the last step's rows to parquet files, which it loads with `datasets` (a copy
+        under ~/.cache/huggingface) as the Distiset `run` returns. Those rows are in the shard store already:
+        none are kept, and the Distiset comes back empty."""
+        (self._cache_location["data"] / STEPS_OUTPUTS_PATH).mkdir(parents=True, exist_ok=True)
+        self._write_buffer = _NoRows()  # type: ignore[assignment]
+
+    def _run_stage_steps_and_wait(self, stage: int) -> bool:
+        """distilabel's: start the stage's steps, then wait, holding the stop lock, until every replica has
+        loaded (True), one failed to load or a stop came (False); looked at every LOAD_POLL_S, not every 2.5 s."""
+        steps = self._steps_to_be_loaded_in_stage(stage)
+        self._run_steps(steps=steps)
+        with self._stop_called_lock:
+            while not self._stop_called:
+                with self._steps_load_status_lock:
+                    loaded = self._get_steps_load_status(steps)
+                if _STEP_LOAD_FAILED_CODE in loaded.values():
+                    self._wait_for_the_step_error()
+                    self._logger.error(f"❌ Failed to load all the steps of stage {stage}")
+                    return False
+                if all(
+                    n in (self.dag.get_step_replica_count(s), _STEP_UNLOADED_CODE) for s, n in loaded.items()
+                ):
+                    return True
+                time.sleep(LOAD_POLL_S)
+        return False
+
+    def _wait_for_the_step_error(self) -> None:
+        """A step that fails to load says so on the load queue, then raises: its exception, the cause the run's
+        error names, reaches the pool's error callback a moment later (at most LOAD_ERROR_WAIT_S)."""
+        deadline = time.monotonic() + LOAD_ERROR_WAIT_S
+        while not self._step_error_received and time.monotonic() < deadline:
+            time.sleep(LOAD_POLL_S / 10)
+
+    def _error_callback(self, e: BaseException) -> None:  # the pool's, when a step worker's task raised
+        try:
+            super()._error_callback(e)
+        finally:
+            self._step_error_received = True
 
     def _handle_keyboard_interrupt(self) -> Any:  # distilabel's hook, called once the workers are up
         def stop(signum: int, frame: Any) -> None:
