@@ -45,9 +45,8 @@ TEARDOWN_GRACE_S = 30.0  # after distilabel's SIGTERM to its step workers, SIGKI
 WORKER_DEATH_WATCH_S = 5.0  # after a stop signal: a worker or the manager dying meanwhile was killed by it
 STOP_LOCK_WAIT_S = 1.0  # distilabel takes its stop lock briefly, except while a stage's steps load
 LOAD_POLL_S = 0.1  # how often the run looks whether the steps have loaded (distilabel: every 2.5 s)
-LOAD_ERROR_WAIT_S = (
-    2.5  # after a step failed to load: at most this long for its exception (the failure's cause)
-)
+# after a step failed to load: at most this long for its exception (the failure's cause)
+LOAD_ERROR_WAIT_S = 2.5
 
 
 def contract_row(item: dict[str, Any]) -> dict[str, Any]:

@@ -257,8 +257,9 @@ def fit_method(
     train, held_out = split_held_out(runs, holdout_fraction)
     holdings = held_fixed(train) if method != "supervised" else [({}, "none")]
     n_starts, n_polish = STARTS[quick]
-    reports = [
-        fit_coefficients(
+
+    def fit(fixed: dict[str, float], resamples: int):
+        return fit_coefficients(
             law_runs(runs),
             "supervised" if method == "supervised" else "distillation",
             base=supervised or BUSBRIDGE2025,
@@ -270,16 +271,20 @@ def fit_method(
             fixed=fixed,
             n_starts=n_starts,
             n_polish=n_polish,
-            bootstrap=bootstrap,
+            bootstrap=resamples,
         )
-        for fixed, _ in holdings
-    ]
-    best = min(range(len(reports)), key=lambda i: reports[i].fits[0].objective)
-    report, why = reports[best], holdings[best][1]
-    if len(reports) > 1:
-        other = min(r.fits[0].objective for i, r in enumerate(reports) if i != best)
+
+    if len(holdings) == 1:
+        ((fixed, why),) = holdings
+        report = fit(fixed, bootstrap)
+    else:  # choose without the bootstrap, then resample only the chosen holding (the fit is deterministic)
+        trials = [fit(fixed, 0) for fixed, _ in holdings]
+        objectives = [trial.fits[0].objective for trial in trials]
+        best = objectives.index(min(objectives))
+        (fixed, why), other = holdings[best], min(objectives[:best] + objectives[best + 1 :])
+        report = fit(fixed, bootstrap) if bootstrap else trials[best]
         why += (
-            f" — chosen for its lower fit objective on the fitted runs ({report.fits[0].objective:.3g}; "
+            f" — chosen for its lower fit objective on the fitted runs ({objectives[best]:.3g}; "
             f"the other holding {other:.3g})"
         )
     path = save_coefficients(report.coefficients, output_dir / f"fit_{method}.json")
