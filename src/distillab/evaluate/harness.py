@@ -28,6 +28,7 @@ from distillab.devices import vllm_resources
 from distillab.errors import ConfigError, first_line
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.models import ModelSpec
+from distillab.interrupts import new_children_die_with_this_process
 from distillab.fileio import atomic_write_text
 
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -151,7 +152,8 @@ def lm_eval_model(spec: ModelSpec, config: EvaluateConfig, device: str) -> Itera
     after use (its engine core is a process of its own)."""
     args = model_args(spec, config, device)
     if config.lm_eval_backend == "vllm":
-        lm = lm_eval_vllm_class()(**args)
+        with new_children_die_with_this_process():  # vLLM's engine core and workers
+            lm = lm_eval_vllm_class()(**args)
     else:
         from lm_eval.models.huggingface import HFLM
 

@@ -22,6 +22,7 @@ from pydantic import PrivateAttr
 
 from distillab.devices import require_vllm, resolve_device, resolve_dtype, vllm_resources
 from distillab.errors import first_line
+from distillab.interrupts import new_children_die_with_this_process
 from distillab.generate.servers import ServerFailure, ServerPool
 
 if TYPE_CHECKING:
@@ -178,6 +179,10 @@ class VLLMTeacher(vLLM):
             extra_kwargs={**extra, **resources},
             generation_kwargs=generation_kwargs(config),
         )
+
+    def load(self) -> None:
+        with new_children_die_with_this_process():  # vLLM's engine core and workers
+            super().load()
 
     def generate(  # type: ignore[override]
         self,

@@ -14,6 +14,7 @@ import numpy as np
 
 from distillab.devices import require_vllm, resolve_device, resolve_dtype, vllm_resources
 from distillab.errors import ConfigError
+from distillab.interrupts import new_children_die_with_this_process
 from distillab.modelfiles import check_model_files, load_causal_lm
 
 if TYPE_CHECKING:
@@ -96,17 +97,18 @@ class VLLMScorer:
 
         vocab_size = AutoConfig.from_pretrained(model, revision=revision).vocab_size
         kwargs = {"max_model_len": max_model_len} if max_model_len else {}
-        self.llm = LLM(
-            model,
-            revision=revision,
-            **vllm_resources(dtype, kv_cache_gib),
-            max_logprobs=k,
-            logprobs_mode="raw_logprobs",
-            enable_prefix_caching=False,
-            enforce_eager=enforce_eager,
-            max_num_batched_tokens=prompt_logprobs_tokens(vocab_size, prompt_logprobs_gib),
-            **kwargs,
-        )
+        with new_children_die_with_this_process():  # vLLM's engine core and workers
+            self.llm = LLM(
+                model,
+                revision=revision,
+                **vllm_resources(dtype, kv_cache_gib),
+                max_logprobs=k,
+                logprobs_mode="raw_logprobs",
+                enable_prefix_caching=False,
+                enforce_eager=enforce_eager,
+                max_num_batched_tokens=prompt_logprobs_tokens(vocab_size, prompt_logprobs_gib),
+                **kwargs,
+            )
         check_prompt_logprobs_engine(self.llm.llm_engine, k)
         self.vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
 
