@@ -36,7 +36,7 @@ def test_registry_names_the_engines_and_their_classes():
     "kwargs, batch_size, soft_labels_engine",
     [
         ({"engine": "transformers"}, 16, "transformers"),
-        ({"engine": "vllm"}, 64, "vllm"),
+        ({"engine": "vllm"}, 256, "vllm"),
         ({"engine": "openai", "base_url": "http://x/v1"}, 64, None),
         ({"engine": "vllm", "batch_size": 8, "soft_labels_engine": "transformers"}, 8, "transformers"),
     ],

