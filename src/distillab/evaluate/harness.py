@@ -28,8 +28,8 @@ from distillab.devices import vllm_resources
 from distillab.errors import ConfigError, first_line
 from distillab.evaluate.config import LOCAL_TASKS, EvaluateConfig
 from distillab.evaluate.models import ModelSpec
-from distillab.interrupts import new_children_die_with_this_process
 from distillab.fileio import atomic_write_text
+from distillab.interrupts import new_children_die_with_this_process
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 DISTRACTOR_OFFSETS = (-10, -2, -1, 1, 2, 10)

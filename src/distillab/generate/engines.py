@@ -22,8 +22,8 @@ from pydantic import PrivateAttr
 
 from distillab.devices import require_vllm, resolve_device, resolve_dtype, vllm_resources
 from distillab.errors import first_line
-from distillab.interrupts import new_children_die_with_this_process
 from distillab.generate.servers import ServerFailure, ServerPool
+from distillab.interrupts import new_children_die_with_this_process
 
 if TYPE_CHECKING:
     from distilabel.typing import FormattedInput, GenerateOutput
