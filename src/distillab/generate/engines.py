@@ -167,7 +167,11 @@ class VLLMTeacher(vLLM):
     def from_config(cls, config: GenerateConfig) -> VLLMTeacher:
         require_vllm("--engine vllm")
         resources = vllm_resources(config.dtype, config.kv_cache_gib, config.gpu_memory_utilization)
-        extra = {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": config.enforce_eager}
+        extra = {
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "pipeline_parallel_size": config.pipeline_parallel_size,
+            "enforce_eager": config.enforce_eager,
+        }
         if config.max_model_len:
             extra["max_model_len"] = config.max_model_len
         return cls(
