@@ -52,7 +52,9 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 60) -> None:
 @contextlib.contextmanager
 def ray_head(num_cpus: int = 4, timeout: float = 180) -> Iterator[str]:
     """A one-node Ray cluster (`ray start --head --block`) on 127.0.0.1; yields its address HOST:PORT and ends
-    it (the head takes its raylet, GCS and workers down with it) on exit."""
+    it (the head takes its raylet, GCS and workers down with it) on exit. Its env sets
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0: on SIGTERM the head otherwise first drains the node for up to 30 s
+    (for Serve traffic; a test cluster has none), which made the teardown after a driver had used it ~35 s."""
     port = free_port()
     temp_dir = f"/tmp/distillab-ray-{port}"  # short: Ray's socket paths have a length limit
     head = subprocess.Popen(
@@ -69,7 +71,7 @@ def ray_head(num_cpus: int = 4, timeout: float = 180) -> Iterator[str]:
             "--disable-usage-stats",
             f"--temp-dir={temp_dir}",
         ],
-        env=cli_env(),
+        env=cli_env(RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
