@@ -115,7 +115,7 @@ def live(processes: list[psutil.Process]) -> list[psutil.Process]:
     ids=["ctrl-c", "kill", "kill-group", "kill-9"],
 )
 def test_stopped_run_leaves_no_worker_and_resumes(
-    tmp_path, tiny_teacher, hard_label_dir, signum, to_group, exit_code
+    tmp_path, tiny_teacher, hard_label_dir, signum, to_group, exit_code, capsys
 ):
     """Ctrl-C (to the terminal's process group), `kill` and `kill -9` (to the parent only) and a SIGTERM to the
     whole process group (`timeout`, a batch scheduler: before, it killed distilabel's workers and manager, and
@@ -167,11 +167,13 @@ def test_stopped_run_leaves_no_worker_and_resumes(
     assert flushed >= 2 and read_metadata(output_dir)["complete"] is False
     assert not (output_dir / "data").exists()
 
-    # Relaunched with larger batches only to be quicker: the batch size is no part of a row id or the fingerprint.
-    relaunch = [*argv[: argv.index("--batch_size") + 1], "16", *argv[argv.index("--batch_size") + 2 :]]
-    result = subprocess.run(relaunch, env=cli_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    already = int(result.stdout.split("generations, ")[1].split(" already")[0])
+    # Relaunched with larger batches and in this process (the same `distillab` command line through cli.main,
+    # without a second interpreter start-up) only to be quicker: the batch size is no part of a row id or the
+    # fingerprint, and the stopped process is gone either way.
+    relaunch = [*argv[3 : argv.index("--batch_size") + 1], "16", *argv[argv.index("--batch_size") + 2 :]]
+    capsys.readouterr()
+    cli.main(relaunch)
+    already = int(capsys.readouterr().out.split("generations, ")[1].split(" already")[0])
     assert 2 * flushed <= already < 48  # nothing flushed was generated again
     assert load_rows(output_dir) == load_rows(hard_label_dir)  # exactly the uninterrupted run's rows
     assert read_metadata(output_dir)["complete"] is True
