@@ -9,7 +9,6 @@ import multiprocessing
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -18,6 +17,7 @@ from distillab import cli
 from distillab.errors import exit_on_user_error
 from distillab.interrupts import GUARD_GRACE_S
 from tests.cli import cli_env
+from tests.processes import wait_until
 
 PR_GET_PDEATHSIG = 2  # <linux/prctl.h>
 
@@ -134,7 +134,8 @@ def test_spawned_children_started_in_the_guard_die_with_their_parent(signum):
     family: list[psutil.Process] = []
     try:
         child = psutil.Process(int(program.stdout.readline()))
-        family = [child, *wait_for_children(child, 1)]
+        wait_until(lambda: child.children(), program, timeout=60, what="the guarded program")
+        family = [child, *child.children(recursive=True)]
         program.send_signal(signum)
         program.wait(timeout=30)
         _, alive = psutil.wait_procs(family, timeout=GUARD_GRACE_S + 20)
@@ -144,11 +145,3 @@ def test_spawned_children_started_in_the_guard_die_with_their_parent(signum):
         for process in family:
             with contextlib.suppress(psutil.Error):
                 process.kill()
-
-
-def wait_for_children(process: psutil.Process, count: int, timeout: float = 60) -> list[psutil.Process]:
-    deadline = time.time() + timeout
-    while len(children := process.children(recursive=True)) < count:
-        assert time.time() < deadline, f"{process} did not start {count} children in {timeout:.0f} s"
-        time.sleep(0.1)
-    return children

